@@ -1,0 +1,83 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * agent.h: the yun-agent daemon's shared state and what its modules offer
+ * each other: config (config.c), inventory from libvirt and the host
+ * (inventory.c), registration and heartbeats to the scheduler (report.c). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/utsname.h>
+
+#include <libvirt/libvirt.h>
+
+#include "cfg.h"
+#include "keyfile.h"
+#include "host.pb-c.h"
+
+struct yun_loop;
+struct yun_store;
+struct yun_bus_client;
+
+struct agent_config {
+    char *key_file;
+    char *scheduler_url;
+    char *state_dir;
+    char *libvirt_uri;
+    char *virt_type;
+    char *log_file;
+    int log_level;
+    uint32_t heartbeat_interval_s;
+    uint32_t request_timeout_ms;
+    uint32_t max_message_size;
+    uint32_t message_window_s;
+};
+
+extern const struct yun_cfg_key agent_config_table[];
+extern const size_t agent_config_table_size;
+
+#define AGENT_CONFIG_FILE_DEFAULT "/etc/yun/agent.conf"
+#define AGENT_SCHEMA_VERSION 1
+#define AGENT_VERSION "0.1.0"
+
+/* What this host is, read once at start (strings owned here). */
+struct agent_inventory {
+    Yun__HostInventory msg;
+    char arch[sizeof(((struct utsname *)0)->machine)];
+    char hypervisor_type[64];
+    char hypervisor_version[32];
+    char cpu_model[64];
+};
+
+enum agent_pending {
+    AGENT_PENDING_NONE,
+    AGENT_PENDING_REGISTER,
+    AGENT_PENDING_HEARTBEAT,
+};
+
+struct agent {
+    struct agent_config cfg;
+    struct yun_loop *loop;
+    struct yun_store *store;
+    virConnectPtr conn;
+    struct yun_peer_key key;
+    struct yun_bus_client *bus;
+    struct agent_inventory inv;
+
+    char host_id[40];           /* given by the scheduler; "" until registered */
+    bool registered;            /* the scheduler knows us in this run */
+    enum agent_pending pending; /* the request in flight on the bus */
+    int64_t pending_deadline_ms;
+    uint64_t heartbeat_seq;
+    bool scheduler_unreachable; /* logged once per outage */
+    int64_t send_failures;      /* sends in a row that found no scheduler */
+    int bus_watch;
+    int report_timer;
+};
+
+/* inventory.c */
+int agent_inventory_read(struct agent *a);
+int agent_usage_read(struct agent *a, Yun__HostUsage *ret);
+
+/* report.c */
+int agent_report_start(struct agent *a);
+void agent_report_stop(struct agent *a);

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * config.c: every key of agent.conf, with its default and help. The
+ * defaults run an all-in-one cloud on one machine. contrib/config/agent.conf
+ * is `yun-agent --dump-config` and a test keeps it so. */
+#include <stddef.h>
+
+#include "agent.h"
+
+#define K(sec, name, type, field, def, lo, hi, text)                                   \
+    { sec, name, type, offsetof(struct agent_config, field), def, lo, hi, text }
+
+const struct yun_cfg_key agent_config_table[] = {
+    K("agent", "key_file", YUN_CFG_STRING, key_file, "/etc/yun/agent.key", 0, 0,
+      "This agent's bus key, from 'yun-scheduler issue-key --agent NAME'; its id is the host name."),
+    K("agent", "scheduler_url", YUN_CFG_STRING, scheduler_url, "", 0, 0,
+      "The scheduler's bus URL; empty takes the one written in the key file."),
+    K("agent", "state_dir", YUN_CFG_STRING, state_dir, "/var/lib/yun/agent", 0, 0,
+      "Directory of the agent's LMDB state and its instances' files."),
+    K("agent", "log_file", YUN_CFG_STRING, log_file, "-", 0, 0,
+      "Where log lines go: a file path, or - for standard error."),
+    K("agent", "log_level", YUN_CFG_LOGLEVEL, log_level, "info", 0, 0,
+      "Most verbose level logged: err, warn, notice, info or debug."),
+    K("agent", "heartbeat_interval_s", YUN_CFG_U32, heartbeat_interval_s, "5", 1, 3600,
+      "Seconds between heartbeats to the scheduler."),
+    K("agent", "request_timeout_ms", YUN_CFG_U32, request_timeout_ms, "5000", 100, 600000,
+      "How long a request to the scheduler may go unanswered."),
+    K("libvirt", "uri", YUN_CFG_STRING, libvirt_uri, "qemu:///system", 0, 0,
+      "The libvirt connection; test:///default runs the same code with no VMs."),
+    K("libvirt", "virt_type", YUN_CFG_STRING, virt_type, "qemu", 0, 0,
+      "qemu (TCG, no hardware virtualisation) or kvm."),
+    K("bus", "max_message_size", YUN_CFG_U32, max_message_size, "4194304", 4096, 268435456,
+      "Largest message body in bytes; larger ones are refused by sender and receiver."),
+    K("bus", "message_window_s", YUN_CFG_U32, message_window_s, "60", 1, 3600,
+      "Seconds a message's timestamp may differ from this host's clock."),
+};
+
+const size_t agent_config_table_size = sizeof agent_config_table / sizeof agent_config_table[0];

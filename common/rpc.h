@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * rpc.h: typed calls on the bus. A request is a Request {op, payload}
+ * whose payload is the operation's own protobuf message; a reply is a
+ * Reply {error, error_message, payload}. */
+#pragma once
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "yun.pb-c.h"
+
+struct yun_bus_client;
+
+/* Calls 'op' with 'req' (NULL = empty) and unpacks the reply payload with
+ * 'reply_desc' into '*ret_reply' (caller frees with
+ * protobuf_c_message_free_unpacked). Returns 0, the transport's error, or
+ * the server's Reply.error, in which case '*ret_errmsg' (when not NULL)
+ * receives its malloc'ed sentence. */
+int yun_rpc_call(struct yun_bus_client *c, Yun__Op op, const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **ret_reply,
+                 char **ret_errmsg);
+
+/* As yun_rpc_call, with a user token and an explicit request id (NULL =
+ * a new one). */
+int yun_rpc_call_full(struct yun_bus_client *c, const char *request_id, const void *token,
+                      size_t token_size, Yun__Op op, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *reply_desc,
+                      ProtobufCMessage **ret_reply, char **ret_errmsg);
+
+/* Serialises Request{op, req} into '*ret' (malloc'ed). */
+int yun_rpc_pack_request(Yun__Op op, const ProtobufCMessage *req, uint64_t deadline_ms,
+                         uint8_t **ret, size_t *ret_size);
+/* Serialises Reply{error, message, payload} into '*ret' (malloc'ed). */
+int yun_rpc_pack_reply(int error, const char *message, const ProtobufCMessage *payload,
+                       uint8_t **ret, size_t *ret_size);
+/* Unpacks a Reply body: the error it carries (with its message), or its
+ * payload decoded with 'desc'. */
+int yun_rpc_unpack_reply(const uint8_t *body, size_t size,
+                         const ProtobufCMessageDescriptor *desc, ProtobufCMessage **ret,
+                         char **ret_errmsg);

@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * host.c: compute hosts as the scheduler knows them. Agents register (the
+ * scheduler gives each host name a stable id, kept in "host_names") and
+ * heartbeat; a host whose heartbeats stop is marked down after a number of
+ * missed intervals and up again when they resume; operators list, show,
+ * disable and enable hosts. Records live in the "hosts" database. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+#include "cleanup.h"
+#include "err.h"
+#include "log.h"
+#include "scheduler.h"
+#include "store.h"
+#include "util.h"
+#include "host.pb-c.h"
+
+YUN_LOG_MODULE("sched.host");
+
+#define HOST_STATE_UP "up"
+#define HOST_STATE_DOWN "down"
+#define HOST_REASON_MAX 255
+
+static void
+host_record_free(Yun__HostRecord *h)
+{
+    yun__host_record__free_unpacked(h, NULL);
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(Yun__HostRecord *, host_record_free)
+
+static int
+load_host(struct yun_txn *txn, const char *id, Yun__HostRecord **ret)
+{
+    ProtobufCMessage *m = NULL;
+    int r = yun_txn_get_msg(txn, "hosts", id, &yun__host_record__descriptor, &m);
+    if (r < 0)
+        return r;
+    *ret = (Yun__HostRecord *)m;
+    return 0;
+}
+
+/* Finds a host by id or by name. */
+static int
+find_host(struct yun_txn *txn, const char *ref, Yun__HostRecord **ret)
+{
+    if (!*ref || strlen(ref) > 255)
+        return YUN_E_NOHOST;
+    int r = yun_uuid_is_valid(ref) ? load_host(txn, ref, ret) : -ENOENT;
+    if (r != -ENOENT)
+        return r;
+    const void *id;
+    size_t id_size;
+    r = yun_txn_get(txn, "host_names", ref, strlen(ref), &id, &id_size);
+    if (r == -ENOENT)
+        return YUN_E_NOHOST;
+    if (r < 0)
+        return r;
+    char key[YUN_UUID_STR_SIZE];
+    if (id_size != YUN_UUID_STR_SIZE - 1)
+        return -EBADMSG;
+    memcpy(key, id, id_size);
+    key[id_size] = 0;
+    r = load_host(txn, key, ret);
+    return r == -ENOENT ? YUN_E_NOHOST : r;
+}
+
+static bool
+inventory_is_valid(const Yun__HostInventory *inv)
+{
+    return inv && inv->cpus > 0 && inv->cpus < 65536 && inv->memory_mb > 0 &&
+           strlen(inv->arch) < 32 && strlen(inv->hypervisor_type) < 64 &&
+           strlen(inv->hypervisor_version) < 64 && strlen(inv->libvirt_uri) < 256 &&
+           strlen(inv->virt_type) < 16 && strlen(inv->agent_version) < 64 &&
+           strlen(inv->cpu_model) < 128;
+}
+
+int
+sched_host_register(struct sched_call *call, const ProtobufCMessage *req)
+{
+    const Yun__HostRegisterRequest *q = (const Yun__HostRegisterRequest *)req;
+    if (!yun_name_is_valid(q->name, YUN_PEER_ID_MAX))
+        return sched_call_error(call, YUN_E_INVALID, "Host name '%.64s' is not valid.",
+                                q->name);
+    /* An agent's key speaks for its own host only. */
+    if (strcmp(q->name, call->peer->key_id) != 0)
+        return sched_call_error(call, YUN_E_DENIED,
+                                "Agent '%s' may not register host '%s'.", call->peer->key_id,
+                                q->name);
+    if (!inventory_is_valid(q->inventory) || strlen(q->address) > 255 ||
+        q->heartbeat_interval_s == 0 || q->heartbeat_interval_s > 3600)
+        return sched_call_error(call, YUN_E_INVALID, "Host '%s' sent an invalid inventory.",
+                                q->name);
+
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(call->s->store, true, &txn);
+    if (r < 0)
+        return r;
+    _cleanup_(host_record_freep) Yun__HostRecord *old = NULL;
+    r = find_host(txn, q->name, &old);
+    if (r < 0 && r != YUN_E_NOHOST)
+        return r;
+
+    char id[YUN_UUID_STR_SIZE];
+    uint64_t now = yun_wall_us();
+    Yun__HostRecord h = YUN__HOST_RECORD__INIT;
+    if (old) {
+        snprintf(id, sizeof id, "%s", old->id);
+        h.enabled = old->enabled;
+        h.disabled_reason = old->disabled_reason;
+        h.registered_us = old->registered_us;
+        h.state_changed_us =
+            strcmp(old->state, HOST_STATE_UP) == 0 ? old->state_changed_us : now;
+    } else {
+        r = yun_uuid_new(id);
+        if (r < 0)
+            return r;
+        h.enabled = true;
+        h.disabled_reason = (char *)"";
+        h.registered_us = now;
+        h.state_changed_us = now;
+    }
+    h.id = id;
+    h.name = q->name;
+    h.address = q->address;
+    h.inventory = q->inventory;
+    h.usage = q->usage;
+    h.last_heartbeat_us = now;
+    h.state = (char *)HOST_STATE_UP;
+    h.heartbeat_interval_s = q->heartbeat_interval_s;
+
+    r = yun_txn_put_msg(txn, "hosts", id, &h.base);
+    if (r >= 0 && !old)
+        r = yun_txn_put(txn, "host_names", q->name, strlen(q->name), id, strlen(id));
+    if (r >= 0)
+        r = yun_txn_commit(TAKE_PTR(txn));
+    if (r < 0)
+        return r;
+
+    log_req(YUN_LOG_NOTICE, call->req, 0, "host registered host=%s name=%s cpus=%u memory_mb=%llu %s",
+            id, q->name, q->inventory->cpus, (unsigned long long)q->inventory->memory_mb,
+            old ? "known=yes" : "known=no");
+    Yun__HostRegisterReply y = YUN__HOST_REGISTER_REPLY__INIT;
+    y.host_id = id;
+    return sched_call_reply(call, &y.base);
+}
+
+int
+sched_host_heartbeat(struct sched_call *call, const ProtobufCMessage *req)
+{
+    const Yun__HostHeartbeatRequest *q = (const Yun__HostHeartbeatRequest *)req;
+    Yun__HostHeartbeatReply y = YUN__HOST_HEARTBEAT_REPLY__INIT;
+
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(call->s->store, true, &txn);
+    if (r < 0)
+        return r;
+    _cleanup_(host_record_freep) Yun__HostRecord *h = NULL;
+    r = yun_uuid_is_valid(q->host_id) ? load_host(txn, q->host_id, &h) : -ENOENT;
+    if (r == -ENOENT) {
+        /* The scheduler lost or never had this host: ask it to register. */
+        y.reregister = true;
+        return sched_call_reply(call, &y.base);
+    }
+    if (r < 0)
+        return r;
+    if (strcmp(h->name, call->peer->key_id) != 0)
+        return sched_call_error(call, YUN_E_DENIED,
+                                "Agent '%s' may not heartbeat for host '%s'.",
+                                call->peer->key_id, h->name);
+
+    uint64_t now = yun_wall_us();
+    bool was_down = strcmp(h->state, HOST_STATE_UP) != 0;
+    Yun__HostUsage *old_usage = h->usage;
+    char *old_state = h->state;
+    h->usage = q->usage;
+    h->last_heartbeat_us = now;
+    h->state = (char *)HOST_STATE_UP;
+    if (was_down)
+        h->state_changed_us = now;
+    r = yun_txn_put_msg(txn, "hosts", h->id, &h->base);
+    /* The record's own fields go back before it is freed. */
+    h->usage = old_usage;
+    h->state = old_state;
+    if (r >= 0)
+        r = yun_txn_commit(TAKE_PTR(txn));
+    if (r < 0)
+        return r;
+    if (was_down)
+        log_req(YUN_LOG_NOTICE, call->req, 0, "host up host=%s name=%s", h->id, h->name);
+    return sched_call_reply(call, &y.base);
+}
+
+struct host_list {
+    Yun__HostRecord **hosts;
+    size_t n, cap;
+};
+
+static int
+collect_host(const void *key, size_t key_size, const void *val, size_t val_size, void *data)
+{
+    struct host_list *l = data;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 16;
+        Yun__HostRecord **p = realloc(l->hosts, cap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        l->hosts = p;
+        l->cap = cap;
+    }
+    Yun__HostRecord *h = yun__host_record__unpack(NULL, val_size, val);
+    if (!h)
+        return -EBADMSG;
+    l->hosts[l->n++] = h;
+    return 0;
+}
+
+static void
+host_list_done(struct host_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        yun__host_record__free_unpacked(l->hosts[i], NULL);
+    free(l->hosts);
+}
+
+int
+sched_host_list(struct sched_call *call, const ProtobufCMessage *req)
+{
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(call->s->store, false, &txn);
+    if (r < 0)
+        return r;
+    _cleanup_(host_list_done) struct host_list l = { 0 };
+    r = yun_txn_iterate(txn, "hosts", NULL, 0, collect_host, &l);
+    if (r < 0)
+        return r;
+    Yun__HostListReply y = YUN__HOST_LIST_REPLY__INIT;
+    y.hosts = l.hosts;
+    y.n_hosts = l.n;
+    return sched_call_reply(call, &y.base);
+}
+
+int
+sched_host_show(struct sched_call *call, const ProtobufCMessage *req)
+{
+    const Yun__HostShowRequest *q = (const Yun__HostShowRequest *)req;
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(call->s->store, false, &txn);
+    if (r < 0)
+        return r;
+    _cleanup_(host_record_freep) Yun__HostRecord *h = NULL;
+    r = find_host(txn, q->host, &h);
+    if (r == YUN_E_NOHOST)
+        return sched_call_error(call, r, "Host '%.255s' not found.", q->host);
+    if (r < 0)
+        return r;
+    Yun__HostShowReply y = YUN__HOST_SHOW_REPLY__INIT;
+    y.host = h;
+    return sched_call_reply(call, &y.base);
+}
+
+int
+sched_host_set_enabled(struct sched_call *call, const ProtobufCMessage *req)
+{
+    const Yun__HostSetEnabledRequest *q = (const Yun__HostSetEnabledRequest *)req;
+    if (strlen(q->reason) > HOST_REASON_MAX)
+        return sched_call_error(call, YUN_E_INVALID, "The reason is longer than %d bytes.",
+                                HOST_REASON_MAX);
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(call->s->store, true, &txn);
+    if (r < 0)
+        return r;
+    _cleanup_(host_record_freep) Yun__HostRecord *h = NULL;
+    r = find_host(txn, q->host, &h);
+    if (r == YUN_E_NOHOST)
+        return sched_call_error(call, r, "Host '%.255s' not found.", q->host);
+    if (r < 0)
+        return r;
+    char *old_reason = h->disabled_reason;
+    h->enabled = q->enabled;
+    h->disabled_reason = q->enabled ? (char *)"" : q->reason;
+    r = yun_txn_put_msg(txn, "hosts", h->id, &h->base);
+    if (r >= 0)
+        r = yun_txn_commit(TAKE_PTR(txn));
+    if (r < 0) {
+        h->disabled_reason = old_reason;
+        return r;
+    }
+    log_req(YUN_LOG_NOTICE, call->req, 0, "host %s host=%s name=%s by=%s",
+            q->enabled ? "enabled" : "disabled", h->id, h->name, call->peer->key_id);
+    Yun__HostSetEnabledReply y = YUN__HOST_SET_ENABLED_REPLY__INIT;
+    y.host = h;
+    r = sched_call_reply(call, &y.base);
+    h->disabled_reason = old_reason;
+    return r;
+}
+
+void
+sched_host_check_liveness(struct sched *s)
+{
+    uint64_t now = yun_wall_us();
+    struct host_list l = { 0 };
+    struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(s->store, false, &txn);
+    if (r >= 0)
+        r = yun_txn_iterate(txn, "hosts", NULL, 0, collect_host, &l);
+    yun_txn_abort(txn);
+    txn = NULL;
+    if (r < 0) {
+        log_err_errno(r, "cannot read hosts for the liveness check");
+        host_list_done(&l);
+        return;
+    }
+
+    for (size_t i = 0; i < l.n; i++) {
+        Yun__HostRecord *h = l.hosts[i];
+        uint64_t interval = (uint64_t)(h->heartbeat_interval_s ? h->heartbeat_interval_s : 5);
+        uint64_t limit = interval * s->cfg.host_down_after_missed * 1000000u;
+        if (strcmp(h->state, HOST_STATE_UP) != 0 || h->last_heartbeat_us + limit > now)
+            continue;
+
+        /* Re-read inside the write transaction: a heartbeat may have come
+         * between the scan and now. */
+        _cleanup_(yun_txn_abortp) struct yun_txn *w = NULL;
+        _cleanup_(host_record_freep) Yun__HostRecord *cur = NULL;
+        r = yun_txn_begin(s->store, true, &w);
+        if (r >= 0)
+            r = load_host(w, h->id, &cur);
+        if (r < 0 || strcmp(cur->state, HOST_STATE_UP) != 0 ||
+            cur->last_heartbeat_us + limit > now)
+            continue;
+        char *old_state = cur->state;
+        cur->state = (char *)HOST_STATE_DOWN;
+        cur->state_changed_us = now;
+        r = yun_txn_put_msg(w, "hosts", cur->id, &cur->base);
+        cur->state = old_state;
+        if (r >= 0)
+            r = yun_txn_commit(TAKE_PTR(w));
+        if (r < 0) {
+            log_err_errno(r, "cannot mark host down host=%s", cur->id);
+            continue;
+        }
+        log_warn("host down host=%s name=%s missed_s=%llu", cur->id, cur->name,
+                 (unsigned long long)((now - cur->last_heartbeat_us) / 1000000u));
+    }
+    host_list_done(&l);
+}

@@ -1,0 +1,351 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * main.c: yun-scheduler's entry point: argv, config, the loop and teardown.
+ *   yun-scheduler [run]            serve the bus (the default)
+ *   yun-scheduler init             create the cluster secret and the state store
+ *   yun-scheduler issue-key ...    register a peer and write its key file
+ *   yun-scheduler revoke-key NAME  bump a peer's key epoch
+ * The logic lives in the modules (dispatch.c, host.c, peers.c). */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "bus.h"
+#include "cleanup.h"
+#include "err.h"
+#include "keyfile.h"
+#include "log.h"
+#include "loop.h"
+#include "notify.h"
+#include "scheduler.h"
+#include "seal.h"
+#include "store.h"
+#include "util.h"
+
+YUN_LOG_MODULE("sched.main");
+
+static void
+usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: yun-scheduler [OPTIONS] [COMMAND]\n"
+            "\n"
+            "Commands:\n"
+            "  run                      Serve the bus (default)\n"
+            "  init                     Create the cluster secret and the state store\n"
+            "  issue-key --agent NAME | --operator NAME [--out FILE] [--url URL] [--rotate]\n"
+            "                           Register a peer and write its key file (stdout\n"
+            "                           without --out); --rotate revokes its older keys\n"
+            "  revoke-key NAME          Revoke every key of a peer (bumps its epoch)\n"
+            "\n"
+            "Options:\n"
+            "  -c, --config FILE        Config file (default %s)\n"
+            "  -s, --set SECTION.KEY=VALUE  Override one setting (repeatable)\n"
+            "      --dump-config        Print the effective configuration and exit\n"
+            "  -h, --help               Show this help\n",
+            SCHED_CONFIG_FILE_DEFAULT);
+}
+
+static void
+warn_config(const char *msg, void *data)
+{
+    log_warn("%s", msg);
+}
+
+static int64_t
+on_cron(struct yun_loop *loop, int id, void *data)
+{
+    struct sched *s = data;
+    sched_host_check_liveness(s);
+    return s->cfg.host_check_interval_ms;
+}
+
+static void
+on_quit(struct yun_loop *loop, int sig, void *data)
+{
+    log_notice("signal received, shutting down signal=%s", strsignal(sig));
+    yun_loop_quit(loop, 0);
+}
+
+static void
+on_hup(struct yun_loop *loop, int sig, void *data)
+{
+    int r = yun_log_reopen();
+    if (r < 0)
+        log_err_errno(r, "cannot reopen the log file");
+    else
+        log_info("log file reopened");
+}
+
+static int
+load_secret(struct sched *s)
+{
+    int r = yun_secret_load(s->cfg.secret_file, s->secret);
+    if (r == -ENOENT)
+        return log_err_errno(r, "cluster secret '%s' is missing: run 'yun-scheduler init' first",
+                             s->cfg.secret_file);
+    if (r == -EPERM)
+        return log_err_errno(r, "cluster secret '%s' is readable by others: chmod 600 it",
+                             s->cfg.secret_file);
+    if (r < 0)
+        return log_err_errno(r, "cannot load the cluster secret '%s'", s->cfg.secret_file);
+    return 0;
+}
+
+static int
+cmd_run(struct sched *s)
+{
+    int r = load_secret(s);
+    if (r < 0)
+        return r;
+    r = sched_store_open(s);
+    if (r < 0)
+        return log_err_errno(r, "cannot open the state store '%s'", s->cfg.state_dir);
+    r = yun_loop_new(&s->loop);
+    if (r < 0)
+        return log_err_errno(r, "cannot create the event loop");
+
+    struct yun_bus_server_options bo = {
+        .url = s->cfg.bus_url,
+        .self_id = "scheduler",
+        .max_body = s->cfg.max_message_size,
+        .window_us = (uint64_t)s->cfg.message_window_s * 1000000u,
+        .max_cached_replies = s->cfg.max_cached_replies,
+        .key = sched_peer_key,
+        .serve = sched_dispatch,
+        .reject = sched_dispatch_reject,
+        .data = s,
+    };
+    r = yun_bus_server_new(s->loop, &bo, &s->bus);
+    if (r < 0)
+        return log_err_errno(r, "cannot serve the bus on '%s'", s->cfg.bus_url);
+    (void)yun_loop_add_signal(s->loop, SIGTERM, on_quit, s);
+    (void)yun_loop_add_signal(s->loop, SIGINT, on_quit, s);
+    (void)yun_loop_add_signal(s->loop, SIGHUP, on_hup, s);
+    signal(SIGPIPE, SIG_IGN);
+    s->cron = yun_loop_add_timer(s->loop, s->cfg.host_check_interval_ms, on_cron, s, NULL);
+    if (s->cron < 0)
+        return log_err_errno(s->cron, "cannot add the cron timer");
+
+    log_notice("scheduler started bus=%s state=%s", s->cfg.bus_url, s->cfg.state_dir);
+    (void)yun_notify("READY=1");
+    r = yun_loop_run(s->loop);
+    (void)yun_notify("STOPPING=1");
+    log_notice("scheduler stopped");
+    return r;
+}
+
+static int
+cmd_init(struct sched *s)
+{
+    _cleanup_free_ char *dir = strdup(s->cfg.secret_file);
+    if (!dir)
+        return -ENOMEM;
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        int r = yun_mkdir_p(dir, 0755);
+        if (r < 0)
+            return log_err_errno(r, "cannot create '%s'", dir);
+    }
+    int r = yun_secret_create(s->cfg.secret_file);
+    if (r == -EEXIST) {
+        r = load_secret(s);
+        if (r < 0)
+            return r;
+        printf("cluster secret %s already exists; kept\n", s->cfg.secret_file);
+    } else if (r < 0) {
+        return log_err_errno(r, "cannot create the cluster secret '%s'", s->cfg.secret_file);
+    } else {
+        printf("created cluster secret %s\n", s->cfg.secret_file);
+    }
+    r = sched_store_open(s);
+    if (r < 0)
+        return log_err_errno(r, "cannot open the state store '%s'", s->cfg.state_dir);
+    printf("state store %s is ready (schema %u)\n", s->cfg.state_dir,
+           yun_store_schema_version(s->store));
+    return 0;
+}
+
+static int
+cmd_issue_key(struct sched *s, const char *kind, const char *name, const char *out,
+              const char *url, bool rotate)
+{
+    int r = load_secret(s);
+    if (r < 0)
+        return r;
+    r = sched_store_open(s);
+    if (r < 0)
+        return log_err_errno(r, "cannot open the state store '%s'", s->cfg.state_dir);
+    uint32_t epoch;
+    r = sched_peer_issue(s, name, kind, rotate, &epoch);
+    if (r == -EINVAL)
+        return log_err_errno(r, "'%s' is not a valid peer name", name);
+    if (r == -EEXIST)
+        return log_err_errno(r, "peer '%s' exists with another kind", name);
+    if (r < 0)
+        return log_err_errno(r, "cannot register peer '%s'", name);
+
+    struct yun_peer_key k = {
+        .id = (char *)name,
+        .kind = (char *)kind,
+        .epoch = epoch,
+        .scheduler = (char *)(url ? url : s->cfg.bus_url),
+    };
+    r = yun_key_derive(s->secret, sizeof s->secret, name, epoch, &k.key);
+    if (r < 0)
+        return log_err_errno(r, "cannot derive the key of '%s'", name);
+    if (out) {
+        r = yun_peer_key_write(out, &k);
+        yun_wipe(&k.key, sizeof k.key);
+        if (r < 0)
+            return log_err_errno(r, "cannot write the key file '%s'", out);
+        fprintf(stderr, "issued %s key for '%s' (epoch %u) in %s\n", kind, name, epoch, out);
+        return 0;
+    }
+    char hex[2 * YUN_KEY_SIZE + 1];
+    yun_hex_encode(k.key.bytes, YUN_KEY_SIZE, hex);
+    yun_wipe(&k.key, sizeof k.key);
+    printf("[peer]\nid = %s\nkind = %s\nepoch = %u\nkey = %s\nscheduler = %s\n", name, kind,
+           epoch, hex, k.scheduler);
+    yun_wipe(hex, sizeof hex);
+    return 0;
+}
+
+static int
+cmd_revoke_key(struct sched *s, const char *name)
+{
+    int r = sched_store_open(s);
+    if (r < 0)
+        return log_err_errno(r, "cannot open the state store '%s'", s->cfg.state_dir);
+    uint32_t epoch;
+    r = sched_peer_revoke(s, name, &epoch);
+    if (r == -ENOENT)
+        return log_err_errno(r, "no peer named '%s'", name);
+    if (r < 0)
+        return log_err_errno(r, "cannot revoke the keys of '%s'", name);
+    printf("revoked the keys of '%s'; its epoch is now %u: issue it a new key with "
+           "'yun-scheduler issue-key'\n", name, epoch);
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "set", required_argument, NULL, 's' },
+        { "dump-config", no_argument, NULL, 'D' },
+        { "agent", required_argument, NULL, 'A' },
+        { "operator", required_argument, NULL, 'O' },
+        { "out", required_argument, NULL, 'o' },
+        { "url", required_argument, NULL, 'u' },
+        { "rotate", no_argument, NULL, 'R' },
+        { "help", no_argument, NULL, 'h' },
+        {},
+    };
+    const char *config = SCHED_CONFIG_FILE_DEFAULT;
+    bool config_given = false, dump = false, rotate = false;
+    const char *kind = NULL, *name = NULL, *out = NULL, *url = NULL;
+    char **sets = calloc((size_t)argc, sizeof *sets);
+    size_t nsets = 0;
+    int c;
+
+    if (!sets)
+        return 1;
+    while ((c = getopt_long(argc, argv, "c:s:h", opts, NULL)) >= 0) {
+        switch (c) {
+        case 'c':
+            config = optarg;
+            config_given = true;
+            break;
+        case 's':
+            sets[nsets++] = optarg;
+            break;
+        case 'D':
+            dump = true;
+            break;
+        case 'A':
+        case 'O':
+            if (kind) {
+                fprintf(stderr, "yun-scheduler: give one of --agent and --operator\n");
+                return 2;
+            }
+            kind = c == 'A' ? "agent" : "operator";
+            name = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'u':
+            url = optarg;
+            break;
+        case 'R':
+            rotate = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    const char *cmd = optind < argc ? argv[optind++] : "run";
+
+    struct sched s = { .cron = -1 };
+    _cleanup_free_ char *err = NULL;
+    yun_log_open("yun-scheduler", NULL);
+    /* The default config file may be absent: the defaults run all-in-one. */
+    int r = yun_cfg_load(sched_config_table, sched_config_table_size, &s.cfg, config,
+                         !config_given, warn_config, NULL, &err);
+    for (size_t i = 0; r >= 0 && i < nsets; i++)
+        r = yun_cfg_set(sched_config_table, sched_config_table_size, &s.cfg, sets[i], &err);
+    free(sets);
+    if (r < 0) {
+        fprintf(stderr, "yun-scheduler: %s\n", err ? err : yun_strerror(r));
+        yun_cfg_done(sched_config_table, sched_config_table_size, &s.cfg);
+        return 1;
+    }
+    if (dump) {
+        yun_cfg_dump(sched_config_table, sched_config_table_size, &s.cfg, stdout);
+        yun_cfg_done(sched_config_table, sched_config_table_size, &s.cfg);
+        return 0;
+    }
+    yun_log_max_level = s.cfg.log_level;
+    if (strcmp(cmd, "run") == 0) {
+        r = yun_log_open("yun-scheduler", s.cfg.log_file);
+        if (r < 0)
+            fprintf(stderr, "yun-scheduler: cannot open log file '%s': %s\n", s.cfg.log_file,
+                    strerror(-r));
+    }
+
+    if (r < 0)
+        ;
+    else if (strcmp(cmd, "run") == 0 && optind == argc)
+        r = cmd_run(&s);
+    else if (strcmp(cmd, "init") == 0 && optind == argc)
+        r = cmd_init(&s);
+    else if (strcmp(cmd, "issue-key") == 0 && optind == argc && kind)
+        r = cmd_issue_key(&s, kind, name, out, url, rotate);
+    else if (strcmp(cmd, "revoke-key") == 0 && optind + 1 == argc)
+        r = cmd_revoke_key(&s, argv[optind]);
+    else {
+        usage(stderr);
+        r = -EINVAL;
+        yun_cfg_done(sched_config_table, sched_config_table_size, &s.cfg);
+        return 2;
+    }
+
+    s.bus = yun_bus_server_free(s.bus);
+    s.loop = yun_loop_free(s.loop);
+    s.store = yun_store_close(s.store);
+    s.keys = sched_keycache_free(s.keys);
+    yun_wipe(s.secret, sizeof s.secret);
+    yun_cfg_done(sched_config_table, sched_config_table_size, &s.cfg);
+    yun_log_close();
+    return r < 0 ? 1 : 0;
+}
