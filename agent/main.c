@@ -206,6 +206,9 @@ main(int argc, char **argv)
                 strerror(-r));
     else
         r = agent_run(&a);
+    if (r < 0 && strcmp(a.cfg.log_file, "-") != 0)
+        fprintf(stderr, "yun-agent: stopped on an error (%s); see %s\n", yun_errname(r),
+                a.cfg.log_file);
 
     agent_report_stop(&a);
     if (a.conn)

@@ -97,7 +97,7 @@ print_host(struct cli *cli, const Yun__HostRecord *h)
 static int
 host_show(struct cli *cli, int argc, char **argv)
 {
-    const char *name;
+    const char *name = NULL;
     int r = one_host_arg(argc, argv, "show", &name);
     if (r)
         return r;

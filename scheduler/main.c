@@ -325,8 +325,12 @@ main(int argc, char **argv)
 
     if (r < 0)
         ;
-    else if (strcmp(cmd, "run") == 0 && optind == argc)
+    else if (strcmp(cmd, "run") == 0 && optind == argc) {
         r = cmd_run(&s);
+        if (r < 0 && strcmp(s.cfg.log_file, "-") != 0)
+            fprintf(stderr, "yun-scheduler: stopped on an error (%s); see %s\n",
+                    yun_errname(r), s.cfg.log_file);
+    }
     else if (strcmp(cmd, "init") == 0 && optind == argc)
         r = cmd_init(&s);
     else if (strcmp(cmd, "issue-key") == 0 && optind == argc && kind)
