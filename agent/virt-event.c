@@ -83,7 +83,8 @@ ve_unlockp(pthread_mutex_t **m)
         pthread_mutex_unlock(*m);
 }
 
-#define _cleanup_ve_unlock_ _cleanup_(ve_unlockp)
+/* A lock guard: held until the variable leaves scope, which is its only use. */
+#define _cleanup_ve_unlock_ _cleanup_(ve_unlockp) __attribute__((unused))
 
 static uint32_t
 ve_events_to_epoll(int events)

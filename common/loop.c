@@ -231,7 +231,8 @@ yun_loop_new(struct yun_loop **ret)
  * every watch and timer, removed or not, exactly once; a free callback may
  * remove other entries, but adding new ones fails with -ESHUTDOWN. Closes
  * the loop's own fds, never the watched ones. Blocked signals stay blocked:
- * unblocking them here would let a pending SIGTERM kill the process. */
+ * unblocking them here would let a pending SIGTERM kill the process. Not to
+ * be called from a loop callback. */
 struct yun_loop *
 yun_loop_free(struct yun_loop *loop)
 {
@@ -265,8 +266,9 @@ yun_loop_free(struct yun_loop *loop)
     return NULL;
 }
 
-/* Frees dead entries. Called only from the top of yun_loop_run_once(), so no
- * callback of theirs can be on the stack. */
+/* Frees dead entries. Called only from yun_loop_run_once(), before the wait
+ * and after dispatching, never from a callback, so no callback of theirs
+ * can be on the stack. */
 static void
 loop_reap(struct yun_loop *loop)
 {
@@ -602,8 +604,12 @@ loop_dispatch_timers(struct yun_loop *loop, int64_t now)
         if (!t->dead && t->due >= 0 && t->due <= now)
             loop->due[n_due++] = (struct loop_due){ t, t->due, t->seq };
     }
-    qsort(loop->due, n_due, sizeof *loop->due, loop_due_cmp);
+    /* 'due' is still NULL while no timer was ever added. */
+    if (n_due > 1)
+        qsort(loop->due, n_due, sizeof *loop->due, loop_due_cmp);
 
+    /* loop->due is re-read on every step: a callback that adds a timer
+     * may reallocate it (contents kept). */
     for (size_t i = 0; i < n_due; i++) {
         /* Timer structs are freed only by loop_reap(), so the pointer is
          * valid; 'seq' tells whether an earlier callback re-armed it. */
