@@ -87,7 +87,8 @@ server_handle(struct yun_bus_server *s, const void *buf, size_t size, void *cont
     }
 
     struct yun_key key;
-    r = s->key(in.key_id, in.key_epoch, &key, s->data);
+    int role = 0;
+    r = s->key(in.key_id, in.key_epoch, &key, &role, s->data);
     uint64_t now = yun_wall_us();
     _cleanup_free_ uint8_t *body = NULL;
     size_t body_size = 0;
@@ -121,6 +122,7 @@ server_handle(struct yun_bus_server *s, const void *buf, size_t size, void *cont
         .request_id = in.request_id,
         .token = in.token_size ? in.token : NULL,
         .token_size = in.token_size,
+        .role = role,
     };
     _cleanup_free_ uint8_t *reply = NULL;
     size_t reply_size = 0;

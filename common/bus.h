@@ -28,12 +28,15 @@ struct yun_bus_peer {
     const char *request_id;
     const uint8_t *token;
     size_t token_size;
+    int role;               /* what the key function said of this peer */
 };
 
-/* Finds the key of peer 'key_id' at 'epoch': 0, or YUN_E_UNKNOWN_PEER when
- * the peer is unknown or the epoch is not its current one. */
+/* Finds the key of peer 'key_id' at 'epoch' and the peer's role (a number
+ * of the daemon's own meaning, handed to the serve callback in
+ * yun_bus_peer.role): 0, or YUN_E_UNKNOWN_PEER when the peer is unknown or
+ * the epoch is not its current one. */
 typedef int (*yun_bus_key_fn)(const char *key_id, uint32_t epoch, struct yun_key *ret,
-                              void *data);
+                              int *ret_role, void *data);
 /* Handles a verified request body and returns the reply body (malloc'ed).
  * A negative return sends no sealed reply: the request is rejected with
  * that code. Handlers should rather return 0 with an error in the reply. */

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 #include "cleanup.h"
 #include "envelope.h"
 #include "err.h"
@@ -271,8 +273,8 @@ yun_replay_cache_new(uint64_t window_us, size_t max_replies, struct yun_replay_c
     c->rbucket_count = 1024;
     c->nbuckets = calloc(c->nbucket_count, sizeof *c->nbuckets);
     c->rbuckets = calloc(c->rbucket_count, sizeof *c->rbuckets);
-    uint8_t seed[YUN_NONCE_SIZE];
-    if (!c->nbuckets || !c->rbuckets || yun_nonce_new(seed) < 0) {
+    uint8_t seed[8];
+    if (!c->nbuckets || !c->rbuckets || RAND_bytes(seed, sizeof seed) != 1) {
         yun_replay_cache_free(c);
         return -ENOMEM;
     }

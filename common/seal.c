@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0
  * seal.c: HKDF key derivation and AES-256-GCM sealing (see seal.h). */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -58,10 +60,37 @@ yun_key_derive(const uint8_t *secret, size_t secret_size, const char *peer_id, u
     return ok == 1 ? 0 : -EIO;
 }
 
+/* Nonces are an 8-byte random prefix drawn once per thread and a 4-byte
+ * counter (the deterministic construction of NIST SP 800-38D, 8.2.1): a
+ * draw of 12 fresh random bytes per message costs more than the sealing of
+ * a small body. A prefix is never reused with the same counter value: it
+ * is drawn anew when the counter wraps, and two threads or processes
+ * collide only if their 64-bit prefixes do. */
+static __thread struct {
+    uint8_t prefix[8];
+    uint32_t counter;
+    bool ready;
+    pid_t pid; /* a forked child draws its own prefix */
+} nonce_state;
+
 int
 yun_nonce_new(uint8_t nonce[YUN_NONCE_SIZE])
 {
-    return RAND_bytes(nonce, YUN_NONCE_SIZE) == 1 ? 0 : -EIO;
+    pid_t pid = getpid();
+    if (!nonce_state.ready || nonce_state.counter == UINT32_MAX || nonce_state.pid != pid) {
+        if (RAND_bytes(nonce_state.prefix, sizeof nonce_state.prefix) != 1)
+            return -EIO;
+        nonce_state.counter = 0;
+        nonce_state.pid = pid;
+        nonce_state.ready = true;
+    }
+    uint32_t c = ++nonce_state.counter;
+    memcpy(nonce, nonce_state.prefix, 8);
+    nonce[8] = (uint8_t)(c >> 24);
+    nonce[9] = (uint8_t)(c >> 16);
+    nonce[10] = (uint8_t)(c >> 8);
+    nonce[11] = (uint8_t)c;
+    return 0;
 }
 
 /* Fetched once: EVP_aes_256_gcm() would look the implementation up in the
@@ -75,29 +104,54 @@ gcm_cipher(void)
     return cipher;
 }
 
-/* One context per thread, reset on every use: allocating a context costs
- * more than the sealing of a small body. */
+/* One context per thread and direction that remembers its key: setting a
+ * key expands the AES schedule and the GHASH table, which costs more than
+ * sealing a small body, and a client (or a busy peer) uses one key for
+ * message after message. Only the IV changes then. */
+struct gcm_slot {
+    EVP_CIPHER_CTX *ctx;
+    uint8_t key[YUN_KEY_SIZE];
+    bool keyed;
+};
+
+static __thread struct gcm_slot gcm_enc, gcm_dec;
+
 static EVP_CIPHER_CTX *
-gcm_ctx(void)
+gcm_ctx(struct gcm_slot *slot, const struct yun_key *key, const uint8_t *nonce, bool enc)
 {
-    static __thread EVP_CIPHER_CTX *ctx;
-    if (!ctx)
-        ctx = EVP_CIPHER_CTX_new();
-    else
-        EVP_CIPHER_CTX_reset(ctx);
-    return ctx;
+    EVP_CIPHER *cipher = gcm_cipher();
+    if (!cipher)
+        return NULL;
+    if (!slot->ctx) {
+        slot->ctx = EVP_CIPHER_CTX_new();
+        if (!slot->ctx)
+            return NULL;
+    }
+    bool same = slot->keyed && CRYPTO_memcmp(slot->key, key->bytes, YUN_KEY_SIZE) == 0;
+    int ok = enc ? EVP_EncryptInit_ex2(slot->ctx, same ? NULL : cipher,
+                                       same ? NULL : key->bytes, nonce, NULL)
+                 : EVP_DecryptInit_ex2(slot->ctx, same ? NULL : cipher,
+                                       same ? NULL : key->bytes, nonce, NULL);
+    if (ok != 1) {
+        slot->keyed = false;
+        return NULL;
+    }
+    if (!same) {
+        memcpy(slot->key, key->bytes, YUN_KEY_SIZE);
+        slot->keyed = true;
+    }
+    return slot->ctx;
 }
 
 int
 yun_seal(const struct yun_key *key, const uint8_t nonce[YUN_NONCE_SIZE], const void *aad,
          size_t aad_size, const void *plain, size_t size, uint8_t *out)
 {
-    EVP_CIPHER *cipher = gcm_cipher();
-    EVP_CIPHER_CTX *ctx = gcm_ctx();
     int len;
-    if (!cipher || !ctx || size > INT32_MAX || aad_size > INT32_MAX)
-        return -ENOMEM;
-    if (EVP_EncryptInit_ex2(ctx, cipher, key->bytes, nonce, NULL) != 1)
+    if (size > INT32_MAX || aad_size > INT32_MAX)
+        return -EINVAL;
+    EVP_CIPHER_CTX *ctx = gcm_ctx(&gcm_enc, key, nonce, true);
+    if (!ctx)
         return -EIO;
     if (aad_size && EVP_EncryptUpdate(ctx, NULL, &len, aad, (int)aad_size) != 1)
         return -EIO;
@@ -114,15 +168,14 @@ int
 yun_open(const struct yun_key *key, const uint8_t nonce[YUN_NONCE_SIZE], const void *aad,
          size_t aad_size, const void *sealed, size_t size, uint8_t *out)
 {
-    EVP_CIPHER *cipher = gcm_cipher();
-    EVP_CIPHER_CTX *ctx = gcm_ctx();
     int len;
     if (size < YUN_TAG_SIZE)
         return YUN_E_SEAL;
     size_t plain_size = size - YUN_TAG_SIZE;
-    if (!cipher || !ctx || size > INT32_MAX || aad_size > INT32_MAX)
-        return -ENOMEM;
-    if (EVP_DecryptInit_ex2(ctx, cipher, key->bytes, nonce, NULL) != 1)
+    if (size > INT32_MAX || aad_size > INT32_MAX)
+        return -EINVAL;
+    EVP_CIPHER_CTX *ctx = gcm_ctx(&gcm_dec, key, nonce, false);
+    if (!ctx)
         return -EIO;
     if (aad_size && EVP_DecryptUpdate(ctx, NULL, &len, aad, (int)aad_size) != 1)
         return -EIO;

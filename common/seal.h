@@ -22,7 +22,9 @@ struct yun_key {
 int yun_key_derive(const uint8_t *secret, size_t secret_size, const char *peer_id,
                    uint32_t epoch, struct yun_key *ret);
 
-/* Fills 'nonce' with fresh random bytes. */
+/* Fills 'nonce' with a value never used before by this process (a random
+ * per-thread prefix and a counter), as AES-GCM requires. Not a secret and
+ * not unpredictable: do not use it as random bytes. */
 int yun_nonce_new(uint8_t nonce[YUN_NONCE_SIZE]);
 
 /* Encrypts 'size' bytes of 'plain' into 'out', which must hold

@@ -143,7 +143,10 @@ sched_dispatch(const struct yun_bus_peer *peer, const uint8_t *body, size_t size
                uint8_t **ret_reply, size_t *ret_size, void *data)
 {
     struct sched *s = data;
-    struct sched_call call = { .s = s, .peer = peer, .req = peer->request_id };
+    /* The bus's key look-up gave the peer's kind with its key. */
+    struct sched_call call = {
+        .s = s, .peer = peer, .peer_kind = peer->role, .req = peer->request_id,
+    };
     const struct sched_op *op = NULL;
     ProtobufCMessage *msg = NULL;
     int r;
@@ -156,11 +159,6 @@ sched_dispatch(const struct yun_bus_peer *peer, const uint8_t *body, size_t size
     op = find_op(q->op);
     if (!op) {
         sched_call_error(&call, YUN_E_BADOP, "Unknown operation %d.", (int)q->op);
-        goto reply;
-    }
-    r = sched_peer_kind(s, peer->key_id, &call.peer_kind);
-    if (r < 0) {
-        sched_call_error(&call, YUN_E_UNKNOWN_PEER, "Unknown peer '%s'.", peer->key_id);
         goto reply;
     }
     if (!sched_call_allowed(&call, op->priv)) {

@@ -63,7 +63,8 @@ load_peer(struct yun_txn *txn, const char *id, Yun__PeerRecord **ret)
 }
 
 int
-sched_peer_key(const char *key_id, uint32_t epoch, struct yun_key *ret, void *data)
+sched_peer_key(const char *key_id, uint32_t epoch, struct yun_key *ret, int *ret_kind,
+               void *data)
 {
     struct sched *s = data;
     if (strlen(key_id) > YUN_PEER_ID_MAX)
@@ -81,6 +82,7 @@ sched_peer_key(const char *key_id, uint32_t epoch, struct yun_key *ret, void *da
     if (r < 0)
         return r;
     uint32_t current = p->epoch;
+    int kind = p->kind;
     yun__peer_record__free_unpacked(p, NULL);
     if (current != epoch)
         return YUN_E_UNKNOWN_PEER;
@@ -101,6 +103,7 @@ sched_peer_key(const char *key_id, uint32_t epoch, struct yun_key *ret, void *da
         e->epoch = epoch;
     }
     *ret = e->key;
+    *ret_kind = kind;
     return 0;
 }
 
@@ -175,22 +178,5 @@ sched_peer_revoke(struct sched *s, const char *id, uint32_t *ret_epoch)
     if (r < 0)
         return r;
     *ret_epoch = epoch;
-    return 0;
-}
-
-int
-sched_peer_kind(struct sched *s, const char *id, int *ret_kind)
-{
-    struct yun_txn *txn = NULL;
-    int r = yun_txn_begin(s->store, false, &txn);
-    if (r < 0)
-        return r;
-    Yun__PeerRecord *p = NULL;
-    r = load_peer(txn, id, &p);
-    yun_txn_abort(txn);
-    if (r < 0)
-        return r;
-    *ret_kind = p->kind;
-    yun__peer_record__free_unpacked(p, NULL);
     return 0;
 }

@@ -58,9 +58,9 @@ int sched_store_open(struct sched *s);
 int sched_peer_issue(struct sched *s, const char *id, const char *kind, bool rotate,
                      uint32_t *ret_epoch);
 int sched_peer_revoke(struct sched *s, const char *id, uint32_t *ret_epoch);
-int sched_peer_kind(struct sched *s, const char *id, int *ret_kind);
 /* The yun_bus_key_fn of the scheduler's bus server. */
-int sched_peer_key(const char *key_id, uint32_t epoch, struct yun_key *ret, void *data);
+int sched_peer_key(const char *key_id, uint32_t epoch, struct yun_key *ret, int *ret_kind,
+                   void *data);
 struct sched_keycache *sched_keycache_free(struct sched_keycache *c);
 
 /* dispatch.c: the one table every request goes through. */
