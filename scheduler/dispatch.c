@@ -146,7 +146,14 @@ sched_dispatch(const struct yun_bus_peer *peer, const uint8_t *body, size_t size
     /* The bus's key look-up gave the peer's kind with its key. */
     struct sched_call call = {
         .s = s, .peer = peer, .peer_kind = peer->role, .req = peer->request_id,
+        .user = peer->key_id,
     };
+    if (call.peer_kind == YUN__PEER_RECORD__KIND__KIND_OPERATOR) {
+        call.project = "admin";
+        call.is_admin = true;
+    } else {
+        call.project = "";
+    }
     const struct sched_op *op = NULL;
     ProtobufCMessage *msg = NULL;
     int r;

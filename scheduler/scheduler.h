@@ -74,6 +74,12 @@ struct sched_call {
     const struct yun_bus_peer *peer;
     int peer_kind;               /* Yun__PeerRecord__Kind */
     const char *req;             /* request id, for logs */
+    /* Who acts: until identity lands every operator client acts as an
+     * admin of project "admin", and agents as themselves with no project.
+     * Handlers decide ownership and visibility from these fields only. */
+    const char *user;
+    const char *project;
+    bool is_admin;
     int error;
     char *error_message;
     uint8_t *payload;
