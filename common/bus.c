@@ -86,6 +86,15 @@ server_handle(struct yun_bus_server *s, const void *buf, size_t size, void *cont
         return;
     }
 
+    /* Our own replies are sealed with the peer's key too: one reflected
+     * back at us would open and run as that peer's request. A request
+     * never comes from us. */
+    if (strcmp(in.sender, s->self_id) == 0) {
+        server_reject(s, control, YUN_E_SEAL, &in);
+        yun_envelope_in_done(&in);
+        return;
+    }
+
     struct yun_key key;
     int role = 0;
     r = s->key(in.key_id, in.key_epoch, &key, &role, s->data);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * cfg.c: table-driven INI configuration (see cfg.h). */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,10 @@ parse_value(const struct yun_cfg_key *k, void *cfg, const char *value)
         r = yun_safe_atod(value, &v);
         if (r < 0)
             return r;
+        /* strtod takes "nan" and "inf", and NaN compares false with any
+         * bound: neither is ever a meaningful setting. */
+        if (!isfinite(v))
+            return -ERANGE;
         if (bounded && (v < k->min || v > k->max))
             return -ERANGE;
         *(double *)field = v;
@@ -125,9 +130,31 @@ read_line(char *str, int num, void *stream)
 {
     struct parse_state *st = stream;
     char *s = fgets(str, num, st->file);
-    if (s)
-        st->line++;
-    return s;
+    if (!s)
+        return NULL;
+    st->line++;
+    size_t len = strlen(s);
+    if (len + 1 < (size_t)num || s[len - 1] == '\n')
+        return s;
+
+    /* The line filled inih's fixed buffer (INI_MAX_LINE). If only its
+     * newline is left, take it now, or it would count as a line of its own.
+     * Otherwise inih would parse the rest as a new line: drop the rest, and
+     * refuse the line unless it is a comment, rather than apply a value cut
+     * short (and maybe a tail that looks like another key). */
+    int ch = getc(st->file);
+    if (ch == '\n' || ch == EOF)
+        return s;
+    while (ch != '\n' && ch != EOF)
+        ch = getc(st->file);
+    const char *p = s + strspn(s, " \t");
+    if (*p == '#' || *p == ';')
+        return s;
+    if (!st->err)
+        st->err = format_error("%s:%d: line longer than %d characters", st->path, st->line,
+                               num - 1);
+    str[0] = 0;
+    return str;
 }
 
 static int
@@ -147,10 +174,13 @@ handle_pair(void *user, const char *section, const char *name, const char *value
     }
     int r = parse_value(k, st->cfg, value);
     if (r < 0) {
-        char range[96];
-        st->err = format_error("%s:%d: invalid value '%s' for key '%s.%s': expected %s",
-                               st->path, st->line, value, section, name,
-                               range_text(k, range, sizeof range));
+        /* inih goes on after an error: report the first one only. */
+        if (!st->err) {
+            char range[96];
+            st->err = format_error("%s:%d: invalid value '%s' for key '%s.%s': expected %s",
+                                   st->path, st->line, value, section, name,
+                                   range_text(k, range, sizeof range));
+        }
         return 0;
     }
     return 1;
@@ -226,6 +256,20 @@ yun_cfg_set(const struct yun_cfg_key *table, size_t n, void *cfg, const char *as
     return 0;
 }
 
+/* The shortest "%g" text that reads back as the same double: "0.5" stays
+ * "0.5", and 1/3 gets all the digits it needs to survive a reload. */
+static const char *
+format_double(double v, char *buf, size_t size)
+{
+    for (int precision = 6; precision < 17; precision++) {
+        snprintf(buf, size, "%.*g", precision, v);
+        if (strtod(buf, NULL) == v)
+            return buf;
+    }
+    snprintf(buf, size, "%.17g", v);
+    return buf;
+}
+
 void
 yun_cfg_dump(const struct yun_cfg_key *table, size_t n, const void *cfg, FILE *out)
 {
@@ -250,9 +294,12 @@ yun_cfg_dump(const struct yun_cfg_key *table, size_t n, const void *cfg, FILE *o
         case YUN_CFG_U64:
             fprintf(out, "%s = %llu\n", k->key, (unsigned long long)*(const uint64_t *)field);
             break;
-        case YUN_CFG_DOUBLE:
-            fprintf(out, "%s = %g\n", k->key, *(const double *)field);
+        case YUN_CFG_DOUBLE: {
+            char num[32];
+            fprintf(out, "%s = %s\n", k->key,
+                    format_double(*(const double *)field, num, sizeof num));
             break;
+        }
         case YUN_CFG_BOOL:
             fprintf(out, "%s = %s\n", k->key, *(const bool *)field ? "yes" : "no");
             break;

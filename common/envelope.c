@@ -107,6 +107,28 @@ field_is_printable(const char *s, size_t max_len)
     return true;
 }
 
+/* What a rejected message shows the caller's log line: the field when it is
+ * short and printable, else nothing. Unchecked bytes from the network would
+ * otherwise let anyone forge log lines. */
+static const char *
+field_for_log(const char *s, size_t max_len)
+{
+    return s && field_is_printable(s, max_len) ? s : NULL;
+}
+
+/* A failed parse keeps the header for the log line but drops the envelope,
+ * so that yun_envelope_open() refuses it (-EINVAL) instead of trusting
+ * sizes and a nonce that were never checked. */
+static int
+parse_fail(struct yun_envelope_in *in, int r)
+{
+    if (in->env) {
+        yun__envelope__free_unpacked(in->env, NULL);
+        in->env = NULL;
+    }
+    return r;
+}
+
 int
 yun_envelope_parse(const void *buf, size_t size, size_t max_body, struct yun_envelope_in *in)
 {
@@ -126,7 +148,7 @@ yun_envelope_parse(const void *buf, size_t size, size_t max_body, struct yun_env
         Yun__Header *h = yun__header__unpack(NULL, e->header.len, e->header.data);
         if (h) {
             in->hdr = h;
-            in->request_id = h->request_id;
+            in->request_id = field_for_log(h->request_id, YUN_REQUEST_ID_MAX);
         }
         return 0;
     }
@@ -138,12 +160,12 @@ yun_envelope_parse(const void *buf, size_t size, size_t max_body, struct yun_env
     }
     in->hdr = h;
     in->version = h->version;
-    in->sender = h->sender;
-    in->key_id = h->key_id;
+    in->sender = field_for_log(h->sender, YUN_PEER_ID_MAX);
+    in->key_id = field_for_log(h->key_id, YUN_PEER_ID_MAX);
     in->key_epoch = h->key_epoch;
     in->timestamp_us = h->timestamp_us;
     in->nonce = h->nonce.data;
-    in->request_id = h->request_id;
+    in->request_id = field_for_log(h->request_id, YUN_REQUEST_ID_MAX);
     in->token = h->token.data;
     in->token_size = h->token.len;
     in->body_size = h->body_size;
@@ -153,15 +175,13 @@ yun_envelope_parse(const void *buf, size_t size, size_t max_body, struct yun_env
         r = YUN_E_VERSION;
     else if (h->body_size > max_body)
         r = YUN_E_TOOBIG;
-    else if (h->nonce.len != YUN_NONCE_SIZE || !*h->sender || !*h->key_id ||
-             !field_is_printable(h->sender, YUN_PEER_ID_MAX) ||
-             !field_is_printable(h->key_id, YUN_PEER_ID_MAX) ||
-             !field_is_printable(h->request_id, YUN_REQUEST_ID_MAX) ||
+    else if (h->nonce.len != YUN_NONCE_SIZE || !in->sender || !*in->sender || !in->key_id ||
+             !*in->key_id || !in->request_id ||
              (size_t)h->body_size + YUN_TAG_SIZE != e->sealed.len)
         r = YUN_E_DECODE;
     if (r < 0) {
         /* Keep the fields for the caller's log line, but say it failed. */
-        return r;
+        return parse_fail(in, r);
     }
     return 0;
 }
@@ -327,7 +347,9 @@ yun_replay_cache_expire(struct yun_replay_cache *c, uint64_t now_us)
     /* Entries are queued in arrival order with the same lifetime, so the
      * expired ones are all at the head. A clock that steps back only delays
      * expiry; it never drops a nonce early. */
-    while (c->nhead && c->nhead->expire_us <= now_us) {
+    /* '<', not '<=': open() still accepts a message at exactly the window's
+     * edge, and that is the last instant its nonce must be remembered. */
+    while (c->nhead && c->nhead->expire_us < now_us) {
         struct nonce_entry *e = c->nhead;
         struct nonce_entry **pp = &c->nbuckets[hash_bytes(c->seed, e->nonce, YUN_NONCE_SIZE) &
                                                (c->nbucket_count - 1)];

@@ -24,6 +24,17 @@ static const struct {
     { YUN_E_CONFIG, "YUN_E_CONFIG", "invalid configuration" },
     { YUN_E_BADOP, "YUN_E_BADOP", "unknown operation" },
     { YUN_E_INVALID, "YUN_E_INVALID", "invalid request" },
+    { YUN_E_NOIMAGE, "YUN_E_NOIMAGE", "no such image" },
+    { YUN_E_CONFLICT, "YUN_E_CONFLICT", "conflicts with the object's current state" },
+    { YUN_E_CHECKSUM, "YUN_E_CHECKSUM", "data does not match its expected checksum or size" },
+    { YUN_E_BADIMAGE, "YUN_E_BADIMAGE", "image content refused by the format inspector" },
+    { YUN_E_AUTH, "YUN_E_AUTH", "authentication failed: wrong user name or password" },
+    { YUN_E_TOKEN_INVALID, "YUN_E_TOKEN_INVALID",
+      "authentication failed: the token is not valid" },
+    { YUN_E_TOKEN_EXPIRED, "YUN_E_TOKEN_EXPIRED",
+      "authentication failed: the token has expired" },
+    { YUN_E_TOKEN_REVOKED, "YUN_E_TOKEN_REVOKED",
+      "authentication failed: the token has been revoked" },
 };
 
 const char *

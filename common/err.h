@@ -21,7 +21,15 @@ enum yun_err {
     YUN_E_CONFIG = -10012,      /* invalid configuration */
     YUN_E_BADOP = -10013,       /* unknown operation */
     YUN_E_INVALID = -10014,     /* request field failed validation */
-    _YUN_E_LAST = -10015,
+    YUN_E_NOIMAGE = -10015,     /* no such image, or not visible to the caller */
+    YUN_E_CONFLICT = -10016,    /* the object's state forbids it now (or a name is ambiguous) */
+    YUN_E_CHECKSUM = -10017,    /* data does not match its expected checksum or size */
+    YUN_E_BADIMAGE = -10018,    /* image content refused by the format inspector */
+    YUN_E_AUTH = -10019,        /* wrong user name or password */
+    YUN_E_TOKEN_INVALID = -10020, /* token not issued by us, altered, or its key retired */
+    YUN_E_TOKEN_EXPIRED = -10021, /* token past its expiry time */
+    YUN_E_TOKEN_REVOKED = -10022, /* token on the revocation list */
+    _YUN_E_LAST = -10023,
 };
 
 /* Returns a static, human-readable sentence for 'r' (negative errno or

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * seal.c: HKDF key derivation and AES-256-GCM sealing (see seal.h). */
 #include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
@@ -116,6 +117,35 @@ struct gcm_slot {
 
 static __thread struct gcm_slot gcm_enc, gcm_dec;
 
+/* A thread that seals and exits (a worker, a client thread) must not leave
+ * its contexts behind, nor the last key it used: a pthread key's destructor
+ * frees and wipes them. Thread-local storage alone has no destructor. */
+static pthread_key_t gcm_exit_key;
+static pthread_once_t gcm_exit_once = PTHREAD_ONCE_INIT;
+static bool gcm_exit_ready;
+
+static void
+gcm_slot_clear(struct gcm_slot *slot)
+{
+    EVP_CIPHER_CTX_free(slot->ctx);
+    slot->ctx = NULL;
+    yun_wipe(slot->key, sizeof slot->key);
+    slot->keyed = false;
+}
+
+static void
+gcm_thread_exit(void *unused)
+{
+    gcm_slot_clear(&gcm_enc);
+    gcm_slot_clear(&gcm_dec);
+}
+
+static void
+gcm_exit_init(void)
+{
+    gcm_exit_ready = pthread_key_create(&gcm_exit_key, gcm_thread_exit) == 0;
+}
+
 static EVP_CIPHER_CTX *
 gcm_ctx(struct gcm_slot *slot, const struct yun_key *key, const uint8_t *nonce, bool enc)
 {
@@ -123,6 +153,12 @@ gcm_ctx(struct gcm_slot *slot, const struct yun_key *key, const uint8_t *nonce, 
     if (!cipher)
         return NULL;
     if (!slot->ctx) {
+        /* Any non-NULL value arms the destructor for this thread. Without
+         * one (no pthread key left) sealing still works; only the thread's
+         * exit leaks. */
+        (void)pthread_once(&gcm_exit_once, gcm_exit_init);
+        if (gcm_exit_ready)
+            (void)pthread_setspecific(gcm_exit_key, &gcm_enc);
         slot->ctx = EVP_CIPHER_CTX_new();
         if (!slot->ctx)
             return NULL;
