@@ -253,6 +253,7 @@ struct yun_replay_cache {
     struct reply_entry **rbuckets;
     size_t rbucket_count;
     size_t rcount, rmax;
+    size_t rbytes;       /* bytes of cached replies */
     struct reply_entry *rhead, *rtail;
 };
 
@@ -319,6 +320,7 @@ reply_unlink(struct yun_replay_cache *c, struct reply_entry *e)
         e->qnext->qprev = e->qprev;
     else
         c->rtail = e->qprev;
+    c->rbytes -= e->size;
     free(e->data);
     free(e);
     c->rcount--;
@@ -465,7 +467,9 @@ yun_replay_cache_put_reply(struct yun_replay_cache *c, const char *key_id,
     struct reply_entry *old = reply_find(c, key, ks, hash);
     if (old)
         reply_unlink(c, old);
-    while (c->rcount >= c->rmax && c->rhead)
+    /* Bounded by count and by bytes: a few large replies (image chunks)
+     * must not pin gigabytes. */
+    while ((c->rcount >= c->rmax || c->rbytes + size > YUN_REPLAY_CACHE_MAX_BYTES) && c->rhead)
         reply_unlink(c, c->rhead);
 
     struct reply_entry *e = calloc(1, sizeof *e + ks);
@@ -492,6 +496,7 @@ yun_replay_cache_put_reply(struct yun_replay_cache *c, const char *key_id,
         c->rhead = e;
     c->rtail = e;
     c->rcount++;
+    c->rbytes += size;
     return 0;
 }
 

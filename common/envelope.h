@@ -79,9 +79,13 @@ void yun_envelope_in_done(struct yun_envelope_in *in);
 /* Remembers nonces for the time window, and the replies to requests, so
  * that a re-sent identical request (nanomsg REQ does that when a reply is
  * slow) is answered from the cache, while any other reuse of a nonce is a
- * replay. Bounded: at most 'max_replies' cached replies (oldest dropped);
+ * replay. Bounded: at most 'max_replies' cached replies and
+ * YUN_REPLAY_CACHE_MAX_BYTES of them (oldest dropped);
  * nonces are kept only while inside the window. */
 struct yun_replay_cache;
+
+/* The most bytes of replies the cache keeps, whatever their count. */
+#define YUN_REPLAY_CACHE_MAX_BYTES (64u << 20)
 
 int yun_replay_cache_new(uint64_t window_us, size_t max_replies, struct yun_replay_cache **ret);
 struct yun_replay_cache *yun_replay_cache_free(struct yun_replay_cache *c);
