@@ -12,6 +12,7 @@ packages=(
     # run: libvirt with QEMU, the tools the tests and the demo use
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
     linux-image-amd64 busybox-static cpio jq valgrind procps iproute2
+    openssh-client
 )
 
 missing=()
