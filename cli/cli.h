@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <protobuf-c/protobuf-c.h>
 
@@ -20,13 +21,16 @@ struct cli {
     struct yun_bus_client *bus;
 };
 
-/* A verb of an object: "host list". Returns the exit code: 0 ok, 1 failed,
- * 2 usage. */
+/* A verb of an object: "host list". 'run' gets argv[0] = the verb and
+ * returns the exit code: 0 ok, 1 failed, 2 usage. A verb with 'verbs' has
+ * sub-verbs instead of 'run' ("image member add"). */
 struct cli_verb {
     const char *name;
     int (*run)(struct cli *cli, int argc, char **argv);
     const char *args;
     const char *help;
+    const char *details;          /* optional: the options, for --help */
+    const struct cli_verb *verbs; /* optional: sub-verbs */
 };
 
 struct cli_object {
@@ -36,6 +40,8 @@ struct cli_object {
 };
 
 extern const struct cli_verb cli_host_verbs[];
+extern const struct cli_verb cli_image_verbs[];
+extern const struct cli_verb cli_audit_verbs[];
 
 /* Calls 'op' on the scheduler, connecting first if needed. On failure
  * prints "yun: <message>" and returns 1; 0 on success. */
@@ -47,3 +53,9 @@ int cli_print(struct cli *cli, struct cli_table *t);
 
 /* Prints "yun: ..." to stderr and returns 2 (usage) or 1. */
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Reports a getopt_long() failure ('c' is '?' or ':', with opterr = 0 and
+ * an optstring starting with ':') for command 'cmd' ("image create");
+ * returns 2. */
+int cli_option_error(const char *cmd, int c, char **argv);
+

@@ -4,6 +4,8 @@
  * Objects and verbs come from static tables; --help works at every level.
  * Exit codes: 0 ok, 1 failed, 2 usage. */
 #include <errno.h>
+#include <getopt.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,8 @@
 
 static const struct cli_object cli_objects[] = {
     { "host", cli_host_verbs, "Compute hosts (admin)" },
+    { "image", cli_image_verbs, "Disk images: upload, download, share" },
+    { "audit", cli_audit_verbs, "The audit log of changes (admin)" },
     {},
 };
 
@@ -33,6 +37,20 @@ cli_usage_error(const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     return 2;
+}
+
+int
+cli_option_error(const char *cmd, int c, char **argv)
+{
+    /* getopt_long() has moved optind past the offending word. */
+    const char *word = optind > 0 ? argv[optind - 1] : "";
+    if (c == ':')
+        return cli_usage_error("option '%s' of '%s' needs a value", word, cmd);
+    if (optopt && strncmp(word, "--", 2) != 0)
+        return cli_usage_error("unknown option '-%c' for '%s' (see 'yun %s --help')", optopt,
+                               cmd, cmd);
+    return cli_usage_error("unknown option '%s' for '%s' (see 'yun %s --help')", word, cmd,
+                           cmd);
 }
 
 static void
@@ -57,15 +75,54 @@ usage(FILE *out)
             "  -h, --help            Show help (also after OBJECT or VERB)\n");
 }
 
+/* "Usage: yun image VERB [ARGS]" and the verbs of 'path' ("image",
+ * "image member"). */
 static void
-object_usage(const struct cli_object *o, FILE *out)
+verbs_usage(const char *path, const char *help, const struct cli_verb *verbs, FILE *out)
 {
-    fprintf(out, "Usage: yun %s VERB [ARGS]\n\n%s.\n\nVerbs:\n", o->name, o->help);
-    for (const struct cli_verb *v = o->verbs; v->name; v++) {
-        char left[64];
-        snprintf(left, sizeof left, "%s %s", v->name, v->args ? v->args : "");
-        fprintf(out, "  %-30s %s\n", left, v->help);
+    fprintf(out, "Usage: yun %s VERB [ARGS]\n\n%s.\n\nVerbs:\n", path, help);
+    for (const struct cli_verb *v = verbs; v->name; v++) {
+        char left[256];
+        snprintf(left, sizeof left, "%s %s", v->name,
+                 v->verbs ? "VERB [ARGS]" : v->args ? v->args : "");
+        if (strlen(left) <= 30)
+            fprintf(out, "  %-30s %s\n", left, v->help);
+        else
+            fprintf(out, "  %s\n  %-30s %s\n", left, "", v->help);
     }
+}
+
+/* Runs the verb argv[1] of 'verbs' (argv[0] names this level), descending
+ * into sub-verbs: "image member add". */
+static int
+run_verb(struct cli *cli, const char *path, const char *help, const struct cli_verb *verbs,
+         int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        verbs_usage(path, help, verbs, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const struct cli_verb *v = verbs;
+    while (v->name && strcmp(v->name, argv[1]) != 0)
+        v++;
+    if (!v->name)
+        return cli_usage_error("unknown verb '%s %s' (see 'yun %s --help')", path, argv[1],
+                               path);
+    char sub[256];
+    snprintf(sub, sizeof sub, "%s %s", path, v->name);
+    if (v->verbs)
+        return run_verb(cli, sub, v->help, v->verbs, argc - 1, argv + 1);
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            printf("Usage: yun %s %s\n\n%s.\n", sub, v->args ? v->args : "", v->help);
+            if (v->details)
+                printf("\n%s", v->details);
+            return 0;
+        }
+    }
+    return v->run(cli, argc - 1, argv + 1);
 }
 
 static const char *
@@ -234,6 +291,13 @@ int
 main(int argc, char **argv)
 {
     struct cli cli = { .timeout_ms = 5000 };
+    /* Image transfers allocate and free a few 1 MiB buffers per chunk
+     * (message, sealed body, decoded payload). Left to glibc's defaults
+     * each is a fresh mmap, so every MiB costs 256 page faults and the
+     * zeroing of its pages: a third of the CPU of a download. Keep such
+     * buffers on the heap and let it grow. */
+    (void)mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    (void)mallopt(M_TRIM_THRESHOLD, 256 << 20);
     _cleanup_free_ const char **columns = calloc((size_t)argc + 1, sizeof *columns);
     if (!columns)
         return 1;
@@ -260,23 +324,7 @@ main(int argc, char **argv)
         o++;
     if (!o->name)
         return cli_usage_error("unknown object '%s' (see 'yun --help')", argv[1]);
-    if (argc < 3 || strcmp(argv[2], "-h") == 0 || strcmp(argv[2], "--help") == 0) {
-        object_usage(o, argc < 3 ? stderr : stdout);
-        return argc < 3 ? 2 : 0;
-    }
-    const struct cli_verb *v = o->verbs;
-    while (v->name && strcmp(v->name, argv[2]) != 0)
-        v++;
-    if (!v->name)
-        return cli_usage_error("unknown verb '%s %s' (see 'yun %s --help')", o->name, argv[2],
-                               o->name);
-    for (int i = 3; i < argc; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            printf("Usage: yun %s %s %s\n\n%s.\n", o->name, v->name, v->args ? v->args : "",
-                   v->help);
-            return 0;
-        }
-    r = v->run(&cli, argc - 2, argv + 2);
+    r = run_verb(&cli, o->name, o->help, o->verbs, argc - 1, argv + 1);
     cli.bus = yun_bus_client_free(cli.bus);
     return r;
 }

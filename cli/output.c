@@ -143,6 +143,12 @@ cli_table_time(struct cli_table *t, const char *key, uint64_t us)
     set_cell(t, key, strdup(us ? buf : ""), us ? json_object_new_string(buf) : NULL);
 }
 
+void
+cli_table_json(struct cli_table *t, const char *key, struct json_object *json, const char *text)
+{
+    set_cell(t, key, strdup(text ? text : ""), json);
+}
+
 /* The indexes of the columns to print, in -c order or all. */
 static int
 pick_columns(const struct cli_table *t, const struct cli_output *o, size_t *idx, size_t *n)
@@ -181,7 +187,7 @@ color_of(const char *text)
 {
     if (strcmp(text, "up") == 0 || strcmp(text, "ACTIVE") == 0 || strcmp(text, "active") == 0)
         return "\033[32m";
-    if (strcmp(text, "down") == 0 || strcmp(text, "ERROR") == 0)
+    if (strcmp(text, "down") == 0 || strcmp(text, "ERROR") == 0 || strcmp(text, "killed") == 0)
         return "\033[31m";
     return NULL;
 }

@@ -42,6 +42,12 @@ void cli_table_double(struct cli_table *t, const char *key, double value);
 void cli_table_bool(struct cli_table *t, const char *key, bool value);
 /* A wall-clock time in µs, printed as ISO 8601 UTC (null when 0). */
 void cli_table_time(struct cli_table *t, const char *key, uint64_t us);
+/* A cell whose JSON is a structure (an array of tags, an object of
+ * properties): takes the reference to 'json' (NULL = null) and shows 'text'
+ * in tables, values and CSV. */
+struct json_object;
+void cli_table_json(struct cli_table *t, const char *key, struct json_object *json,
+                    const char *text);
 
 /* Prints 't'. Returns 0, or 2 when a -c column does not exist. */
 int cli_table_print(struct cli_table *t, const struct cli_output *o, FILE *out);

@@ -30,6 +30,23 @@ const struct yun_cfg_key sched_config_table[] = {
       1000, "A host is marked down after this many heartbeat intervals without one."),
     K("hosts", "check_interval_ms", YUN_CFG_U32, host_check_interval_ms, "1000", 100, 60000,
       "How often the scheduler looks for hosts whose heartbeats stopped."),
+    K("images", "image_dir", YUN_CFG_STRING, image_dir, "", 0, 0,
+      "Directory of the image bytes; empty means the 'images' directory inside state_dir."),
+    K("images", "chunk_size", YUN_CFG_U32, image_chunk_size, "1048576", 4096, 67108864,
+      "Largest slice of image data in one upload or download message, in bytes; must stay "
+      "below bus.max_message_size by at least 4096."),
+    K("images", "upload_idle_timeout_s", YUN_CFG_U32, image_upload_idle_timeout_s, "60", 1,
+      86400, "An upload that receives no chunk for this many seconds is killed and its bytes "
+      "removed."),
+    K("images", "max_virtual_size_gb", YUN_CFG_U32, image_max_virtual_size_gb, "1024", 1,
+      1048576, "Largest virtual size, and stored size, of an image in GiB; larger uploads are "
+      "refused."),
+    K("images", "max_uploads", YUN_CFG_U32, image_max_uploads, "64", 1, 100000,
+      "Uploads in progress at once; more are refused until one ends."),
+    K("images", "max_images_per_project", YUN_CFG_U32, image_max_per_project, "1000", 1,
+      10000000, "Image records a project may own (deleted images do not count)."),
+    K("audit", "retention_days", YUN_CFG_U32, audit_retention_days, "90", 0, 36500,
+      "Audit records older than this many days are dropped; 0 keeps them forever."),
 };
 
 const size_t sched_config_table_size = sizeof sched_config_table / sizeof sched_config_table[0];

@@ -4,7 +4,8 @@
  *   yun-scheduler init             create the cluster secret and the state store
  *   yun-scheduler issue-key ...    register a peer and write its key file
  *   yun-scheduler revoke-key NAME  bump a peer's key epoch
- * The logic lives in the modules (dispatch.c, host.c, peers.c). */
+ * The logic lives in the modules (dispatch.c, host.c, image.c, audit.c,
+ * peers.c). */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -60,6 +61,8 @@ on_cron(struct yun_loop *loop, int id, void *data)
 {
     struct sched *s = data;
     sched_host_check_liveness(s);
+    sched_image_cron(s);
+    sched_audit_cron(s);
     return s->cfg.host_check_interval_ms;
 }
 
@@ -104,6 +107,9 @@ cmd_run(struct sched *s)
     r = sched_store_open(s);
     if (r < 0)
         return log_err_errno(r, "cannot open the state store '%s'", s->cfg.state_dir);
+    r = sched_image_init(s);
+    if (r < 0)
+        return r;
     r = yun_loop_new(&s->loop);
     if (r < 0)
         return log_err_errno(r, "cannot create the event loop");
@@ -346,6 +352,7 @@ main(int argc, char **argv)
 
     s.bus = yun_bus_server_free(s.bus);
     s.loop = yun_loop_free(s.loop);
+    sched_image_done(&s);
     s.store = yun_store_close(s.store);
     s.keys = sched_keycache_free(s.keys);
     yun_wipe(s.secret, sizeof s.secret);

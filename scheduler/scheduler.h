@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  * scheduler.h: the yun-scheduler daemon's shared state and the pieces its
  * modules offer each other: config (config.c), peers and keys (peers.c),
- * the dispatch table (dispatch.c), hosts (host.c). */
+ * the dispatch table (dispatch.c), hosts (host.c), the image registry
+ * (image.c, bytes behind image-store.h) and the audit log (audit.c). */
 #pragma once
 
 #include <stdbool.h>
@@ -19,6 +20,8 @@ struct yun_store;
 struct yun_bus_server;
 struct yun_bus_peer;
 struct sched_call;
+struct sched_images;
+struct yun_txn;
 
 struct sched_config {
     char *bus_url;
@@ -31,6 +34,13 @@ struct sched_config {
     uint32_t max_cached_replies;
     uint32_t host_down_after_missed;
     uint32_t host_check_interval_ms;
+    char *image_dir;                  /* "" = <state_dir>/images */
+    uint32_t image_chunk_size;        /* bytes of image data per message */
+    uint32_t image_upload_idle_timeout_s;
+    uint32_t image_max_virtual_size_gb;
+    uint32_t image_max_uploads;       /* upload sessions open at once */
+    uint32_t image_max_per_project;   /* image records per owner (deleted ones excepted) */
+    uint32_t audit_retention_days;    /* 0 = keep forever */
 };
 
 extern const struct yun_cfg_key sched_config_table[];
@@ -46,6 +56,7 @@ struct sched {
     struct yun_bus_server *bus;
     uint8_t secret[YUN_SECRET_SIZE];
     struct sched_keycache *keys;
+    struct sched_images *images; /* image.c: byte store and upload sessions */
     int cron;
 };
 
@@ -84,8 +95,13 @@ struct sched_call {
     char *error_message;
     uint8_t *payload;
     size_t payload_size;
+    bool reply_on_error;         /* send 'payload' along with the error */
+    bool audited;                /* the handler wrote this call's audit record */
 };
 int sched_call_reply(struct sched_call *call, const ProtobufCMessage *reply);
+/* Takes 'payload' (malloc'ed, already packed) as the reply: for handlers
+ * that build their reply in place, such as image downloads. */
+void sched_call_reply_take(struct sched_call *call, uint8_t *payload, size_t size);
 int sched_call_error(struct sched_call *call, int r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -97,3 +113,49 @@ int sched_host_show(struct sched_call *call, const ProtobufCMessage *req);
 int sched_host_set_enabled(struct sched_call *call, const ProtobufCMessage *req);
 /* Marks hosts down whose heartbeats stopped. Run from the cron timer. */
 void sched_host_check_liveness(struct sched *s);
+
+/* image.c: the image registry (Glance's role). Records live in "images"
+ * with the name index "image_names"; bytes live behind image-store.h.
+ * sched_image_init runs after sched_store_open and before serving: it
+ * opens the byte store and recovers from a crash (no image stays in
+ * saving, no partial or orphan bytes remain). sched_image_done kills the
+ * uploads in progress the same way and frees the module. */
+int sched_image_init(struct sched *s);
+void sched_image_done(struct sched *s);
+/* Reaps idle uploads; run from the cron timer. */
+void sched_image_cron(struct sched *s);
+/* The reaper with an explicit CLOCK_MONOTONIC time in ms, for tests. */
+void sched_image_reap(struct sched *s, int64_t now_ms);
+int sched_image_create(struct sched_call *call, const ProtobufCMessage *req);
+int sched_image_upload(struct sched_call *call, const ProtobufCMessage *req);
+int sched_image_download(struct sched_call *call, const ProtobufCMessage *req);
+int sched_image_list(struct sched_call *call, const ProtobufCMessage *req);
+int sched_image_show(struct sched_call *call, const ProtobufCMessage *req);
+int sched_image_update(struct sched_call *call, const ProtobufCMessage *req);
+int sched_image_delete(struct sched_call *call, const ProtobufCMessage *req);
+int sched_image_deactivate(struct sched_call *call, const ProtobufCMessage *req);
+int sched_image_reactivate(struct sched_call *call, const ProtobufCMessage *req);
+int sched_image_member_add(struct sched_call *call, const ProtobufCMessage *req);
+int sched_image_member_remove(struct sched_call *call, const ProtobufCMessage *req);
+int sched_image_member_list(struct sched_call *call, const ProtobufCMessage *req);
+int sched_image_member_set_status(struct sched_call *call, const ProtobufCMessage *req);
+
+/* audit.c: who did what, when, with which result, in the "audit" database
+ * (key: big-endian time_us then the request id, so keys sort by time).
+ * sched_audit writes one record in its own write transaction, for
+ * failures (the failed change's transaction was aborted) and for calls
+ * that change nothing in the store; it logs, and never fails the call.
+ * sched_audit_txn adds the record to the caller's write transaction, so
+ * that a change and its record commit together. Both take 'result' as 0
+ * or a negative code and 'detail' as a sentence or NULL. */
+void sched_audit(struct sched_call *call, const char *operation, const char *target, int result,
+                 const char *detail);
+int sched_audit_txn(struct yun_txn *txn, const struct sched_call *call, const char *operation,
+                    const char *target, int result, const char *detail);
+/* The scheduler's own actions (reaped uploads, crash recovery): user
+ * "scheduler", no request. 'txn' may be NULL for a transaction of its own. */
+int sched_audit_system(struct sched *s, struct yun_txn *txn, const char *operation,
+                       const char *target, int result, const char *detail);
+int sched_audit_list(struct sched_call *call, const ProtobufCMessage *req);
+/* Drops records older than the retention; run from the cron timer. */
+void sched_audit_cron(struct sched *s);

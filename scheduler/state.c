@@ -4,7 +4,12 @@
 #include "scheduler.h"
 #include "store.h"
 
-const char *const sched_store_dbs[] = { "peers", "hosts", "host_names", NULL };
+/* images: ImageRecord by id (deleted ones stay, as tombstones);
+ * image_names: the index "name NUL id" -> empty, for look-ups by name;
+ * audit: AuditRecord by big-endian time_us + request id (audit.c). */
+const char *const sched_store_dbs[] = {
+    "peers", "hosts", "host_names", "images", "image_names", "audit", NULL,
+};
 
 int
 sched_store_open(struct sched *s)
