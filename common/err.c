@@ -35,6 +35,7 @@ static const struct {
       "authentication failed: the token has expired" },
     { YUN_E_TOKEN_REVOKED, "YUN_E_TOKEN_REVOKED",
       "authentication failed: the token has been revoked" },
+    { YUN_E_NOVALIDHOST, "YUN_E_NOVALIDHOST", "no valid host was found" },
 };
 
 const char *

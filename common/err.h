@@ -29,7 +29,8 @@ enum yun_err {
     YUN_E_TOKEN_INVALID = -10020, /* token not issued by us, altered, or its key retired */
     YUN_E_TOKEN_EXPIRED = -10021, /* token past its expiry time */
     YUN_E_TOKEN_REVOKED = -10022, /* token on the revocation list */
-    _YUN_E_LAST = -10023,
+    YUN_E_NOVALIDHOST = -10023,  /* no host can take the instance (placement) */
+    _YUN_E_LAST = -10024,
 };
 
 /* Returns a static, human-readable sentence for 'r' (negative errno or
