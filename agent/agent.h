@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  * agent.h: the yun-agent daemon's shared state and what its modules offer
  * each other: config (config.c), inventory from libvirt and the host
- * (inventory.c), registration and heartbeats to the scheduler (report.c). */
+ * (inventory.c), registration and heartbeats to the scheduler (report.c),
+ * the base image cache (image-cache.c, its own header image-cache.h). */
 #pragma once
 
 #include <stdbool.h>
@@ -17,6 +18,7 @@
 struct yun_loop;
 struct yun_store;
 struct yun_bus_client;
+struct agent_image_cache;
 
 struct agent_config {
     char *key_file;
@@ -30,6 +32,12 @@ struct agent_config {
     uint32_t request_timeout_ms;
     uint32_t max_message_size;
     uint32_t message_window_s;
+    char *image_cache_dir;             /* "" = <state_dir>/images */
+    uint64_t image_cache_max_size_mb;
+    uint32_t image_max_virtual_size_gb; /* 0 = no limit */
+    uint32_t image_fetch_chunk_kb;
+    bool image_verify_every_use;
+    uint32_t image_gc_interval_s;
 };
 
 extern const struct yun_cfg_key agent_config_table[];
@@ -72,6 +80,8 @@ struct agent {
     int64_t send_failures;      /* sends in a row that found no scheduler */
     int bus_watch;
     int report_timer;
+    struct agent_image_cache *images;
+    int64_t next_image_gc_ms;   /* when the periodic tick next runs the cache's GC */
 };
 
 /* inventory.c */
@@ -79,5 +89,7 @@ int agent_inventory_read(struct agent *a);
 int agent_usage_read(struct agent *a, Yun__HostUsage *ret);
 
 /* report.c */
+/* The scheduler's bus URL: agent.scheduler_url, else the key file's. */
+const char *agent_scheduler_url(const struct agent *a);
 int agent_report_start(struct agent *a);
 void agent_report_stop(struct agent *a);

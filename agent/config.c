@@ -32,6 +32,19 @@ const struct yun_cfg_key agent_config_table[] = {
       "Largest message body in bytes; larger ones are refused by sender and receiver."),
     K("bus", "message_window_s", YUN_CFG_U32, message_window_s, "60", 1, 3600,
       "Seconds a message's timestamp may differ from this host's clock."),
+    K("images", "cache_dir", YUN_CFG_STRING, image_cache_dir, "", 0, 0,
+      "Directory of the cached base images, one file per sha512; empty means <state_dir>/images."),
+    K("images", "cache_max_size_mb", YUN_CFG_U64, image_cache_max_size_mb, "10240", 1,
+      1073741824,
+      "MiB of cached images kept; above it, unused images go, least recently used first."),
+    K("images", "max_virtual_size_gb", YUN_CFG_U32, image_max_virtual_size_gb, "1024", 0,
+      1048576, "Largest virtual disk size in GiB an image may declare; 0 means no limit."),
+    K("images", "fetch_chunk_kb", YUN_CFG_U32, image_fetch_chunk_kb, "1024", 4, 65536,
+      "KiB asked of the scheduler per download request; must fit bus.max_message_size."),
+    K("images", "verify_every_use", YUN_CFG_BOOL, image_verify_every_use, "false", 0, 0,
+      "Read a cached image back whole on every use, not only on its first use after start."),
+    K("images", "gc_interval_s", YUN_CFG_U32, image_gc_interval_s, "60", 1, 86400,
+      "Seconds between the periodic evictions of the cache down to its size cap."),
 };
 
 const size_t agent_config_table_size = sizeof agent_config_table / sizeof agent_config_table[0];

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0
  * main.c: yun-agent's entry point: argv, config, the loop and teardown.
- * The logic lives in the modules (inventory.c, report.c). */
+ * The logic lives in the modules (inventory.c, report.c, image-cache.c). */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -13,6 +13,7 @@
 #include "agent.h"
 #include "cleanup.h"
 #include "err.h"
+#include "image-cache.h"
 #include "log.h"
 #include "loop.h"
 #include "notify.h"
@@ -22,16 +23,20 @@
 
 YUN_LOG_MODULE("agent.main");
 
-static const char *const agent_store_dbs[] = { "self", NULL };
+static const char *const agent_store_dbs[] = { "self", AGENT_IMAGE_CACHE_DB, NULL };
 
 static void
 usage(FILE *out)
 {
     fprintf(out,
             "Usage: yun-agent [OPTIONS]\n"
+            "       yun-agent [OPTIONS] fetch-image IMAGE_ID\n"
             "\n"
             "Runs the compute agent of this host: reports its inventory to the\n"
             "scheduler and (later) runs instances through libvirt.\n"
+            "\n"
+            "fetch-image puts one image into this host's image cache, verified,\n"
+            "and prints its path; run it while the agent is stopped.\n"
             "\n"
             "Options:\n"
             "  -c, --config FILE        Config file (default %s)\n"
@@ -70,8 +75,10 @@ quiet_libvirt_errors(void *data, virErrorPtr err)
     log_debug("libvirt: %s", err && err->message ? err->message : "?");
 }
 
+/* What the daemon and its one-shot commands share: the key, the state
+ * store and the loop. */
 static int
-agent_run(struct agent *a)
+agent_open(struct agent *a)
 {
     int r = yun_peer_key_load(a->cfg.key_file, &a->key);
     if (r == -ENOENT)
@@ -85,9 +92,6 @@ agent_run(struct agent *a)
     if (strcmp(a->key.kind, "agent") != 0)
         return log_err_errno(-EINVAL, "key file '%s' is an %s key, not an agent key",
                              a->cfg.key_file, a->key.kind);
-    if (strcmp(a->cfg.virt_type, "qemu") != 0 && strcmp(a->cfg.virt_type, "kvm") != 0)
-        return log_err_errno(YUN_E_CONFIG, "libvirt.virt_type must be qemu or kvm, not '%s'",
-                             a->cfg.virt_type);
 
     struct yun_store_options so = {
         .path = a->cfg.state_dir,
@@ -101,6 +105,43 @@ agent_run(struct agent *a)
     r = yun_loop_new(&a->loop);
     if (r < 0)
         return log_err_errno(r, "cannot create the event loop");
+    return 0;
+}
+
+/* `yun-agent fetch-image IMAGE`: puts one image in this host's cache and
+ * prints its path, while the daemon is stopped (the cache dir is locked). */
+static int
+agent_fetch_image(struct agent *a, const char *image_id)
+{
+    int r = agent_open(a);
+    if (r < 0)
+        return r;
+    signal(SIGPIPE, SIG_IGN);
+    r = agent_images_start(a);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *path = NULL;
+    char msg[512] = "";
+    r = agent_images_fetch(a, image_id, &path, msg, sizeof msg);
+    if (r < 0) {
+        /* A command's failure goes to its caller, wherever the log goes. */
+        if (strcmp(a->cfg.log_file, "-") != 0)
+            fprintf(stderr, "yun-agent: %s\n", msg);
+        return r;
+    }
+    printf("%s\n", path);
+    return 0;
+}
+
+static int
+agent_run(struct agent *a)
+{
+    if (strcmp(a->cfg.virt_type, "qemu") != 0 && strcmp(a->cfg.virt_type, "kvm") != 0)
+        return log_err_errno(YUN_E_CONFIG, "libvirt.virt_type must be qemu or kvm, not '%s'",
+                             a->cfg.virt_type);
+    int r = agent_open(a);
+    if (r < 0)
+        return r;
     /* Before virConnectOpen: libvirt's events and keepalive run on our loop. */
     r = agent_virt_event_register(a->loop);
     if (r < 0)
@@ -123,6 +164,10 @@ agent_run(struct agent *a)
     signal(SIGPIPE, SIG_IGN);
 
     r = agent_report_start(a);
+    if (r < 0)
+        return r;
+    /* Before the loop runs: the first report lists the cached images. */
+    r = agent_images_start(a);
     if (r < 0)
         return r;
     log_notice("agent started name=%s libvirt=%s hypervisor=%s/%s cpus=%u memory_mb=%llu",
@@ -175,7 +220,10 @@ main(int argc, char **argv)
             return 2;
         }
     }
-    if (optind < argc) {
+    const char *fetch_image = NULL;
+    if (optind + 2 == argc && strcmp(argv[optind], "fetch-image") == 0) {
+        fetch_image = argv[optind + 1];
+    } else if (optind < argc) {
         usage(stderr);
         free(sets);
         return 2;
@@ -205,12 +253,13 @@ main(int argc, char **argv)
         fprintf(stderr, "yun-agent: cannot open log file '%s': %s\n", a.cfg.log_file,
                 strerror(-r));
     else
-        r = agent_run(&a);
+        r = fetch_image ? agent_fetch_image(&a, fetch_image) : agent_run(&a);
     if (r < 0 && strcmp(a.cfg.log_file, "-") != 0)
         fprintf(stderr, "yun-agent: stopped on an error (%s); see %s\n", yun_errname(r),
                 a.cfg.log_file);
 
     agent_report_stop(&a);
+    agent_images_stop(&a);
     if (a.conn)
         virConnectClose(a.conn);
     a.loop = yun_loop_free(a.loop);

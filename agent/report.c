@@ -6,7 +6,10 @@
  * one is in flight at a time and a late one is abandoned at its deadline
  * (the next send on a REQ socket cancels it). The host id the scheduler
  * gives is kept in the agent's own store, so a restarted agent is the same
- * host. */
+ * host. Both requests carry the images the agent's cache holds, so the
+ * scheduler knows which hosts have which image. The tick is also the
+ * agent's cron: it runs the image cache's eviction every
+ * images.gc_interval_s. */
 #include <errno.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -15,6 +18,7 @@
 #include "bus.h"
 #include "cleanup.h"
 #include "err.h"
+#include "image-cache.h"
 #include "log.h"
 #include "loop.h"
 #include "rpc.h"
@@ -67,12 +71,37 @@ send_request(struct agent *a, Yun__Op op, const ProtobufCMessage *req, enum agen
     return 0;
 }
 
+const char *
+agent_scheduler_url(const struct agent *a)
+{
+    return a->cfg.scheduler_url && *a->cfg.scheduler_url ? a->cfg.scheduler_url
+                                                         : a->key.scheduler;
+}
+
+/* The cache's list, borrowed until the next call into the cache. A cache
+ * that cannot list reports none rather than hold up the heartbeat. */
+static void
+cached_images(struct agent *a, Yun__CachedImage ***ret, size_t *ret_n)
+{
+    *ret = NULL;
+    *ret_n = 0;
+    if (!a->images)
+        return;
+    int r = agent_image_cache_report(a->images, ret, ret_n);
+    if (r < 0) {
+        log_warn_errno(r, "cannot list the cached images for the scheduler");
+        *ret = NULL;
+        *ret_n = 0;
+    }
+}
+
 static int
 send_register(struct agent *a)
 {
     Yun__HostUsage usage;
     agent_usage_read(a, &usage);
     Yun__HostRegisterRequest q = YUN__HOST_REGISTER_REQUEST__INIT;
+    cached_images(a, &q.cached_images, &q.n_cached_images);
     q.name = a->key.id;
     q.address = (char *)"";
     q.inventory = &a->inv.msg;
@@ -91,6 +120,7 @@ send_heartbeat(struct agent *a)
     q.host_id = a->host_id;
     q.usage = &usage;
     q.seq = ++a->heartbeat_seq;
+    cached_images(a, &q.cached_images, &q.n_cached_images);
     return send_request(a, YUN__OP__OP_HOST_HEARTBEAT, &q.base, AGENT_PENDING_HEARTBEAT);
 }
 
@@ -99,8 +129,7 @@ scheduler_lost(struct agent *a, int r)
 {
     if (!a->scheduler_unreachable)
         log_warn_errno(r, "scheduler not answering url=%s; will keep trying",
-                       a->cfg.scheduler_url && *a->cfg.scheduler_url ? a->cfg.scheduler_url
-                                                                     : a->key.scheduler);
+                       agent_scheduler_url(a));
     a->scheduler_unreachable = true;
 }
 
@@ -112,6 +141,10 @@ tick(struct agent *a)
 {
     int64_t beat = (int64_t)a->cfg.heartbeat_interval_s * 1000;
     int64_t now = yun_now_ms();
+    if (a->images && now >= a->next_image_gc_ms) {
+        (void)agent_image_cache_gc(a->images);
+        a->next_image_gc_ms = now + (int64_t)a->cfg.image_gc_interval_s * 1000;
+    }
     if (a->pending != AGENT_PENDING_NONE) {
         if (now < a->pending_deadline_ms)
             return beat;
@@ -215,8 +248,7 @@ agent_report_start(struct agent *a)
 {
     load_host_id(a);
     struct yun_bus_client_options o = {
-        .url = a->cfg.scheduler_url && *a->cfg.scheduler_url ? a->cfg.scheduler_url
-                                                             : a->key.scheduler,
+        .url = agent_scheduler_url(a),
         .self_id = a->key.id,
         .key_id = a->key.id,
         .key_epoch = a->key.epoch,

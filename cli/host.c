@@ -3,7 +3,10 @@
  * scheduler sees them (admin only). */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <json-c/json.h>
 
 #include "cleanup.h"
 #include "cli.h"
@@ -86,11 +89,45 @@ one_host_arg(int argc, char **argv, const char *verb, const char **ret)
     return 0;
 }
 
+/* The base images the host's agent holds: their ids in a table, objects
+ * {image_id, os_hash_value, size, users, last_used} in JSON. */
+static void
+cached_images_cell(struct cli_table *t, const Yun__HostRecord *h)
+{
+    struct json_object *arr = json_object_new_array();
+    size_t len = 1;
+    for (size_t i = 0; i < h->n_cached_images; i++) {
+        const Yun__CachedImage *ci = h->cached_images[i];
+        struct json_object *o = json_object_new_object();
+        char when[32];
+        json_object_object_add(o, "image_id", json_object_new_string(ci->image_id));
+        json_object_object_add(o, "os_hash_value", json_object_new_string(ci->os_hash_value));
+        json_object_object_add(o, "size", json_object_new_uint64(ci->size));
+        json_object_object_add(o, "users", json_object_new_uint64(ci->users));
+        json_object_object_add(o, "last_used",
+                               ci->last_used_us ? json_object_new_string(yun_format_time(
+                                                      ci->last_used_us, when, sizeof when))
+                                                : NULL);
+        json_object_array_add(arr, o);
+        len += strlen(ci->image_id) + 2;
+    }
+    _cleanup_free_ char *text = calloc(1, len);
+    if (!text)
+        abort();
+    for (size_t i = 0; i < h->n_cached_images; i++) {
+        if (i)
+            strcat(text, ", ");
+        strcat(text, h->cached_images[i]->image_id);
+    }
+    cli_table_json(t, "cached_images", arr, text);
+}
+
 static int
 print_host(struct cli *cli, const Yun__HostRecord *h)
 {
     _cleanup_(cli_table_freep) struct cli_table *t = cli_table_new(true);
     host_row(t, h, true);
+    cached_images_cell(t, h);
     return cli_print(cli, t);
 }
 

@@ -3,7 +3,10 @@
  * scheduler gives each host name a stable id, kept in "host_names") and
  * heartbeat; a host whose heartbeats stop is marked down after a number of
  * missed intervals and up again when they resume; operators list, show,
- * disable and enable hosts. Records live in the "hosts" database. */
+ * disable and enable hosts. Records live in the "hosts" database. Each
+ * register and heartbeat also carries the base images the agent's cache
+ * holds (CachedImage); they replace HostRecord.cached_images, so the
+ * scheduler knows which hosts hold which image. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +25,7 @@ YUN_LOG_MODULE("sched.host");
 #define HOST_STATE_UP "up"
 #define HOST_STATE_DOWN "down"
 #define HOST_REASON_MAX 255
+#define HOST_CACHED_IMAGES_MAX 4096 /* the agent's own limit is its size cap */
 
 static void
 host_record_free(Yun__HostRecord *h)
@@ -76,6 +80,35 @@ inventory_is_valid(const Yun__HostInventory *inv)
            strlen(inv->cpu_model) < 128;
 }
 
+static bool
+sha512_hex_is_valid(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+            return false;
+    return n == 128;
+}
+
+/* Checks an agent's list of cached images; on failure states the error of
+ * 'call' and returns it. */
+static int
+check_cached_images(struct sched_call *call, const char *host, Yun__CachedImage *const *images,
+                    size_t n)
+{
+    if (n > HOST_CACHED_IMAGES_MAX)
+        return sched_call_error(call, YUN_E_INVALID,
+                                "Host '%s' reported %zu cached images; at most %d are accepted.",
+                                host, n, HOST_CACHED_IMAGES_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (!yun_uuid_is_valid(images[i]->image_id) ||
+            !sha512_hex_is_valid(images[i]->os_hash_value))
+            return sched_call_error(call, YUN_E_INVALID,
+                                    "Host '%s' reported cached image '%.40s' with an invalid "
+                                    "id or sha512.", host, images[i]->image_id);
+    return 0;
+}
+
 int
 sched_host_register(struct sched_call *call, const ProtobufCMessage *req)
 {
@@ -92,9 +125,12 @@ sched_host_register(struct sched_call *call, const ProtobufCMessage *req)
         q->heartbeat_interval_s == 0 || q->heartbeat_interval_s > 3600)
         return sched_call_error(call, YUN_E_INVALID, "Host '%s' sent an invalid inventory.",
                                 q->name);
+    int r = check_cached_images(call, q->name, q->cached_images, q->n_cached_images);
+    if (r < 0)
+        return r;
 
     _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
-    int r = yun_txn_begin(call->s->store, true, &txn);
+    r = yun_txn_begin(call->s->store, true, &txn);
     if (r < 0)
         return r;
     _cleanup_(host_record_freep) Yun__HostRecord *old = NULL;
@@ -129,6 +165,8 @@ sched_host_register(struct sched_call *call, const ProtobufCMessage *req)
     h.last_heartbeat_us = now;
     h.state = (char *)HOST_STATE_UP;
     h.heartbeat_interval_s = q->heartbeat_interval_s;
+    h.cached_images = q->cached_images;
+    h.n_cached_images = q->n_cached_images;
 
     r = yun_txn_put_msg(txn, "hosts", id, &h.base);
     if (r >= 0 && !old)
@@ -169,22 +207,32 @@ sched_host_heartbeat(struct sched_call *call, const ProtobufCMessage *req)
         return sched_call_error(call, YUN_E_DENIED,
                                 "Agent '%s' may not heartbeat for host '%s'.",
                                 call->peer->key_id, h->name);
+    r = check_cached_images(call, h->name, q->cached_images, q->n_cached_images);
+    if (r < 0)
+        return r;
 
     uint64_t now = yun_wall_us();
     bool was_down = strcmp(h->state, HOST_STATE_UP) != 0;
     Yun__HostUsage *old_usage = h->usage;
     char *old_state = h->state;
+    Yun__CachedImage **old_images = h->cached_images;
+    size_t old_n_images = h->n_cached_images;
     h->usage = q->usage;
+    h->cached_images = q->cached_images;
+    h->n_cached_images = q->n_cached_images;
     h->last_heartbeat_us = now;
     h->state = (char *)HOST_STATE_UP;
     if (was_down)
         h->state_changed_us = now;
     r = yun_txn_put_msg(txn, "hosts", h->id, &h->base);
+    if (r >= 0)
+        r = yun_txn_commit(TAKE_PTR(txn));
+    if (r >= 0)
     /* The record's own fields go back before it is freed. */
     h->usage = old_usage;
     h->state = old_state;
-    if (r >= 0)
-        r = yun_txn_commit(TAKE_PTR(txn));
+    h->cached_images = old_images;
+    h->n_cached_images = old_n_images;
     if (r < 0)
         return r;
     if (was_down)
@@ -334,9 +382,10 @@ sched_host_check_liveness(struct sched *s)
         cur->state = (char *)HOST_STATE_DOWN;
         cur->state_changed_us = now;
         r = yun_txn_put_msg(w, "hosts", cur->id, &cur->base);
-        cur->state = old_state;
         if (r >= 0)
             r = yun_txn_commit(TAKE_PTR(w));
+        if (r >= 0)
+        cur->state = old_state;
         if (r < 0) {
             log_err_errno(r, "cannot mark host down host=%s", cur->id);
             continue;
