@@ -12,13 +12,19 @@
 #include "yun.pb-c.h"
 
 struct yun_bus_client;
+struct cli_token;
 
 struct cli {
     const char *url;      /* --url or YUN_URL; else the key file's */
     const char *key_file; /* --key-file or YUN_KEY_FILE; else the default */
     int timeout_ms;       /* --timeout (seconds) or YUN_TIMEOUT */
+    int wait_timeout_ms;  /* --timeout when given on the line (bounds --wait); 0 = not */
     struct cli_output out;
     struct yun_bus_client *bus;
+    char *bus_url;        /* the URL connected to */
+    struct cli_token *token; /* auth.c: the token this run sends */
+    bool token_tried;     /* the cache (and the environment) were looked at */
+    bool token_from_cache; /* 'token' came from the cache, not a login of this run */
 };
 
 /* A verb of an object: "host list". 'run' gets argv[0] = the verb and
@@ -37,16 +43,42 @@ struct cli_object {
     const char *name;
     const struct cli_verb *verbs;
     const char *help;
+    const struct cli_verb *command; /* instead of verbs: "yun login [ARGS]" */
 };
 
 extern const struct cli_verb cli_host_verbs[];
 extern const struct cli_verb cli_image_verbs[];
 extern const struct cli_verb cli_audit_verbs[];
+extern const struct cli_verb cli_project_verbs[];
+extern const struct cli_verb cli_user_verbs[];
+extern const struct cli_verb cli_role_verbs[];
+extern const struct cli_verb cli_keypair_verbs[];
+extern const struct cli_verb cli_flavor_verbs[];
+extern const struct cli_verb cli_server_verbs[];
+extern const struct cli_verb cli_login_command;
+extern const struct cli_verb cli_logout_command;
 
-/* Calls 'op' on the scheduler, connecting first if needed. On failure
- * prints "yun: <message>" and returns 1; 0 on success. */
+/* Calls 'op' on the scheduler, connecting first if needed, with the
+ * user's token (auth.c; logging in first when the environment says how).
+ * On failure prints "yun: <message>" and returns 1; 0 on success. */
 int cli_call(struct cli *cli, Yun__Op op, const ProtobufCMessage *req,
              const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **ret);
+/* As cli_call; a failed call's code goes to '*ret_err' (when not NULL),
+ * and then token errors are not printed: the caller handles them. */
+int cli_call_raw(struct cli *cli, Yun__Op op, const ProtobufCMessage *req,
+                 const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **ret,
+                 int *ret_err);
+
+/* auth.c: before a call of 'op', the token to send ('*ret_token' NULL:
+ * none), from the cache or a login with YUN_USERNAME and
+ * YUN_PASSWORD_FILE; returns 0 or an exit code. After a failed call,
+ * cli_auth_retry() says whether to call again (a fresh login replaced a
+ * cached token the scheduler refused). cli_auth_hint() is a sentence for
+ * an authentication error, or NULL. */
+int cli_auth_prepare(struct cli *cli, Yun__Op op, const char **ret_token);
+bool cli_auth_retry(struct cli *cli, int r);
+const char *cli_auth_hint(const struct cli *cli, int r);
+void cli_auth_done(struct cli *cli);
 
 /* Prints a table with the global output options; returns the exit code. */
 int cli_print(struct cli *cli, struct cli_table *t);

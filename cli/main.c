@@ -24,6 +24,14 @@ static const struct cli_object cli_objects[] = {
     { "host", cli_host_verbs, "Compute hosts (admin)" },
     { "image", cli_image_verbs, "Disk images: upload, download, share" },
     { "audit", cli_audit_verbs, "The audit log of changes (admin)" },
+    { "login", NULL, "Log in as a user, for a project", &cli_login_command },
+    { "logout", NULL, "Revoke and forget the cached token", &cli_logout_command },
+    { "project", cli_project_verbs, "Projects (admin)" },
+    { "user", cli_user_verbs, "Users (admin)" },
+    { "role", cli_role_verbs, "Role assignments: admin, member, reader (admin)" },
+    { "keypair", cli_keypair_verbs, "SSH keypairs of the user" },
+    { "server", cli_server_verbs, "Servers (instances) and server groups" },
+    { "flavor", cli_flavor_verbs, "Flavors: the sizes servers come in" },
     {},
 };
 
@@ -72,7 +80,11 @@ usage(FILE *out)
             "      --key-file FILE   Operator key (YUN_KEY_FILE; default\n"
             "                        ~/.config/yun/operator.key, then /etc/yun/operator.key)\n"
             "      --timeout SECONDS How long to wait for the scheduler (YUN_TIMEOUT; 5)\n"
-            "  -h, --help            Show help (also after OBJECT or VERB)\n");
+            "  -h, --help            Show help (also after OBJECT or VERB)\n"
+            "\n"
+            "Who acts: the token of 'yun login' (kept in $YUN_CONFIG_DIR/token, default\n"
+            "~/.config/yun/token); with YUN_USERNAME, YUN_PASSWORD_FILE (or YUN_PASSWORD)\n"
+            "and YUN_PROJECT set, commands log in by themselves when they need to.\n");
 }
 
 /* "Usage: yun image VERB [ARGS]" and the verbs of 'path' ("image",
@@ -125,6 +137,23 @@ run_verb(struct cli *cli, const char *path, const char *help, const struct cli_v
     return v->run(cli, argc - 1, argv + 1);
 }
 
+/* An object that is a command itself: "yun login [ARGS]". */
+static int
+run_command(struct cli *cli, const struct cli_verb *v, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0)
+            break;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            printf("Usage: yun %s %s\n\n%s.\n", v->name, v->args ? v->args : "", v->help);
+            if (v->details)
+                printf("\n%s", v->details);
+            return 0;
+        }
+    }
+    return v->run(cli, argc, argv);
+}
+
 static const char *
 default_key_file(void)
 {
@@ -166,6 +195,8 @@ cli_connect(struct cli *cli)
         fprintf(stderr, "yun: no scheduler URL: set YUN_URL or use --url\n");
         return 1;
     }
+    free(cli->bus_url);
+    cli->bus_url = strdup(url);
     struct yun_bus_client_options o = {
         .url = url,
         .self_id = k.id,
@@ -184,25 +215,51 @@ cli_connect(struct cli *cli)
 }
 
 int
-cli_call(struct cli *cli, Yun__Op op, const ProtobufCMessage *req,
-         const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **ret)
+cli_call_raw(struct cli *cli, Yun__Op op, const ProtobufCMessage *req,
+             const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **ret,
+             int *ret_err)
 {
     int r = cli_connect(cli);
     if (r)
         return r;
-    _cleanup_free_ char *msg = NULL;
-    r = yun_rpc_call(cli->bus, op, req, reply_desc, ret, &msg);
-    if (r == 0)
-        return 0;
-    if (r == YUN_E_UNREACHABLE)
-        fprintf(stderr, "yun: the scheduler did not answer within %d s (%s)\n",
-                cli->timeout_ms / 1000, yun_errname(r));
-    else if (r == YUN_E_SEAL || r == YUN_E_UNKNOWN_PEER)
-        fprintf(stderr, "yun: authentication failed: the scheduler does not accept this "
-                        "key (%s)\n", yun_errname(r));
-    else
-        fprintf(stderr, "yun: %s (%s)\n", msg ? msg : yun_strerror(r), yun_errname(r));
-    return 1;
+    for (int attempt = 0;; attempt++) {
+        const char *token = NULL;
+        r = cli_auth_prepare(cli, op, &token);
+        if (r)
+            return r;
+        _cleanup_free_ char *msg = NULL;
+        r = yun_rpc_call_full(cli->bus, NULL, token, token ? strlen(token) : 0, op, req,
+                              reply_desc, ret, &msg);
+        if (r == 0)
+            return 0;
+        /* A cached token refused: log in again and call once more. */
+        if (attempt == 0 && cli_auth_retry(cli, r))
+            continue;
+        if (ret_err)
+            *ret_err = r;
+        const char *hint = cli_auth_hint(cli, r);
+        if (ret_err && hint && r != YUN_E_DENIED)
+            return 1;
+        if (r == YUN_E_UNREACHABLE)
+            fprintf(stderr, "yun: the scheduler did not answer within %d s (%s)\n",
+                    cli->timeout_ms / 1000, yun_errname(r));
+        else if (r == YUN_E_SEAL || r == YUN_E_UNKNOWN_PEER)
+            fprintf(stderr, "yun: authentication failed: the scheduler does not accept this "
+                            "key (%s)\n", yun_errname(r));
+        else if (hint)
+            fprintf(stderr, "yun: %s (%s); %s\n", msg ? msg : yun_strerror(r), yun_errname(r),
+                    hint);
+        else
+            fprintf(stderr, "yun: %s (%s)\n", msg ? msg : yun_strerror(r), yun_errname(r));
+        return 1;
+    }
+}
+
+int
+cli_call(struct cli *cli, Yun__Op op, const ProtobufCMessage *req,
+         const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **ret)
+{
+    return cli_call_raw(cli, op, req, reply_desc, ret, NULL);
 }
 
 int
@@ -279,6 +336,7 @@ take_global_options(struct cli *cli, int *argc, char **argv, const char ***colum
                 return cli_usage_error("invalid timeout '%s': give seconds from 1 to 3600",
                                        val);
             cli->timeout_ms = (int)s * 1000;
+            cli->wait_timeout_ms = cli->timeout_ms;
         }
 #undef IS
     }
@@ -324,7 +382,12 @@ main(int argc, char **argv)
         o++;
     if (!o->name)
         return cli_usage_error("unknown object '%s' (see 'yun --help')", argv[1]);
-    r = run_verb(&cli, o->name, o->help, o->verbs, argc - 1, argv + 1);
+    if (o->command)
+        r = run_command(&cli, o->command, argc - 1, argv + 1);
+    else
+        r = run_verb(&cli, o->name, o->help, o->verbs, argc - 1, argv + 1);
     cli.bus = yun_bus_client_free(cli.bus);
+    cli_auth_done(&cli);
+    free(cli.bus_url);
     return r;
 }

@@ -328,6 +328,9 @@ cli_table_print(struct cli_table *t, const struct cli_output *o, FILE *out)
         }
         return 0;
     case CLI_FORMAT_TABLE:
+        /* A list with no rows learned no columns: there is no grid to draw. */
+        if (n == 0)
+            return 0;
         break;
     }
 

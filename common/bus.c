@@ -16,6 +16,25 @@
 #include "loop.h"
 #include "util.h"
 
+/* A request whose serve callback deferred its reply: what sealing and
+ * sending the reply later needs. */
+struct bus_pending {
+    struct bus_pending *next;
+    uint64_t handle;
+    void *control;            /* the route back; nanomsg's, freed with nn_freemsg */
+    struct yun_key key;       /* the requester's key; wiped on free */
+    uint32_t key_epoch;
+    char *key_id;
+    char *request_id;
+};
+
+/* The request being served, while its serve callback runs. */
+struct bus_current {
+    const struct yun_envelope_in *in;
+    const struct yun_key *key;
+    struct bus_pending *deferred; /* reserved by yun_bus_server_defer() */
+};
+
 struct yun_bus_server {
     struct yun_loop *loop;
     int sock;
@@ -29,6 +48,10 @@ struct yun_bus_server {
     yun_bus_reject_fn reject;
     void *data;
     struct yun_bus_stats stats;
+    struct bus_current *current; /* non-NULL only inside the serve callback */
+    struct bus_pending *pending; /* deferred requests, newest first */
+    size_t n_pending, max_pending;
+    uint64_t next_handle;
 };
 
 static void
@@ -74,6 +97,45 @@ server_reject(struct yun_bus_server *s, void *control, int code, const struct yu
         nn_freemsg(control);
 }
 
+static void
+pending_free(struct bus_pending *p)
+{
+    if (!p)
+        return;
+    if (p->control)
+        nn_freemsg(p->control);
+    yun_wipe(&p->key, sizeof p->key);
+    free(p->key_id);
+    free(p->request_id);
+    free(p);
+}
+
+/* The deferred request (key_id, request_id), or NULL. */
+static struct bus_pending *
+pending_find(struct yun_bus_server *s, const char *key_id, const char *request_id)
+{
+    for (struct bus_pending *p = s->pending; p; p = p->next)
+        if (strcmp(p->request_id, request_id) == 0 && strcmp(p->key_id, key_id) == 0)
+            return p;
+    return NULL;
+}
+
+/* Unlinks and returns the deferred request 'handle', or NULL. */
+static struct bus_pending *
+pending_take(struct yun_bus_server *s, uint64_t handle)
+{
+    for (struct bus_pending **pp = &s->pending; *pp; pp = &(*pp)->next) {
+        if ((*pp)->handle != handle)
+            continue;
+        struct bus_pending *p = *pp;
+        *pp = p->next;
+        s->n_pending--;
+        s->stats.pending = s->n_pending;
+        return p;
+    }
+    return NULL;
+}
+
 /* Verifies and serves one message; consumes 'control'. */
 static void
 server_handle(struct yun_bus_server *s, const void *buf, size_t size, void *control)
@@ -115,6 +177,19 @@ server_handle(struct yun_bus_server *s, const void *buf, size_t size, void *cont
             yun_envelope_in_done(&in);
             return;
         }
+        /* A re-send of a request whose deferred reply is still being
+         * worked out: answer it on the newer route when the reply comes
+         * (the older one may be a connection that dropped). */
+        struct bus_pending *p = *in.request_id ? pending_find(s, in.key_id, in.request_id)
+                                               : NULL;
+        if (p) {
+            s->stats.cached++;
+            nn_freemsg(p->control);
+            p->control = control;
+            yun_wipe(&key, sizeof key);
+            yun_envelope_in_done(&in);
+            return;
+        }
         r = yun_replay_cache_check_nonce(s->cache, in.nonce, now);
     }
     if (r < 0) {
@@ -135,7 +210,26 @@ server_handle(struct yun_bus_server *s, const void *buf, size_t size, void *cont
     };
     _cleanup_free_ uint8_t *reply = NULL;
     size_t reply_size = 0;
+    struct bus_current cur = { .in = &in, .key = &key };
+    s->current = &cur;
     r = s->serve(&peer, body, body_size, &reply, &reply_size, s->data);
+    s->current = NULL;
+    if (r == YUN_BUS_DEFERRED && cur.deferred) {
+        struct bus_pending *p = cur.deferred;
+        p->control = control;
+        p->next = s->pending;
+        s->pending = p;
+        s->n_pending++;
+        s->stats.deferred++;
+        s->stats.pending = s->n_pending;
+        yun_wipe(&key, sizeof key);
+        yun_envelope_in_done(&in);
+        return;
+    }
+    /* A handle reserved by a callback that then answered at once. */
+    pending_free(cur.deferred);
+    if (r == YUN_BUS_DEFERRED)
+        r = -EINVAL;
     if (r < 0) {
         yun_wipe(&key, sizeof key);
         server_reject(s, control, r, &in);
@@ -203,6 +297,7 @@ yun_bus_server_new(struct yun_loop *loop, const struct yun_bus_server_options *o
     s->watch = -1;
     s->max_body = opts->max_body ? opts->max_body : YUN_BUS_MAX_BODY_DEFAULT;
     s->window_us = opts->window_us ? opts->window_us : YUN_BUS_WINDOW_US_DEFAULT;
+    s->max_pending = opts->max_deferred ? opts->max_deferred : 1024;
     s->key = opts->key;
     s->serve = opts->serve;
     s->reject = opts->reject;
@@ -245,11 +340,74 @@ yun_bus_server_new(struct yun_loop *loop, const struct yun_bus_server_options *o
     return 0;
 }
 
+int
+yun_bus_server_defer(struct yun_bus_server *s, uint64_t *ret_handle)
+{
+    struct bus_current *cur = s->current;
+    if (!cur || cur->deferred)
+        return -EINVAL;
+    if (s->n_pending >= s->max_pending)
+        return -EBUSY;
+    struct bus_pending *p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->handle = ++s->next_handle;
+    p->key = *cur->key;
+    p->key_epoch = cur->in->key_epoch;
+    p->key_id = strdup(cur->in->key_id);
+    p->request_id = strdup(cur->in->request_id);
+    if (!p->key_id || !p->request_id) {
+        pending_free(p);
+        return -ENOMEM;
+    }
+    cur->deferred = p;
+    *ret_handle = p->handle;
+    return 0;
+}
+
+int
+yun_bus_server_reply(struct yun_bus_server *s, uint64_t handle, const void *body, size_t size)
+{
+    struct bus_pending *p = pending_take(s, handle);
+    if (!p)
+        return -ENOENT;
+    struct yun_envelope_out out = {
+        .sender = s->self_id,
+        .key_id = p->key_id,
+        .key_epoch = p->key_epoch,
+        .request_id = p->request_id,
+    };
+    _cleanup_free_ uint8_t *sealed = NULL;
+    size_t sealed_size;
+    int r = yun_envelope_seal(&p->key, &out, body, size, s->max_body, &sealed, &sealed_size);
+    void *control = TAKE_PTR(p->control);
+    if (r < 0) {
+        /* What the requester gets for a request we could not answer. */
+        struct yun_envelope_in in = { .key_id = p->key_id, .request_id = p->request_id };
+        server_reject(s, control, r, &in);
+        pending_free(p);
+        return r;
+    }
+    uint64_t now = yun_wall_us();
+    if (*p->request_id)
+        (void)yun_replay_cache_put_reply(s->cache, p->key_id, p->request_id, sealed,
+                                         sealed_size, now);
+    s->stats.served++;
+    server_send(s, control, sealed, sealed_size);
+    pending_free(p);
+    return 0;
+}
+
 struct yun_bus_server *
 yun_bus_server_free(struct yun_bus_server *s)
 {
     if (!s)
         return NULL;
+    while (s->pending) {
+        struct bus_pending *p = s->pending;
+        s->pending = p->next;
+        pending_free(p);
+    }
     if (s->watch >= 0)
         (void)yun_loop_remove_fd(s->loop, s->watch);
     if (s->sock >= 0)

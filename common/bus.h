@@ -39,12 +39,17 @@ typedef int (*yun_bus_key_fn)(const char *key_id, uint32_t epoch, struct yun_key
                               int *ret_role, void *data);
 /* Handles a verified request body and returns the reply body (malloc'ed).
  * A negative return sends no sealed reply: the request is rejected with
- * that code. Handlers should rather return 0 with an error in the reply. */
+ * that code. Handlers should rather return 0 with an error in the reply.
+ * YUN_BUS_DEFERRED, after a yun_bus_server_defer() call made inside the
+ * callback, means the reply comes later (see yun_bus_server_reply). */
 typedef int (*yun_bus_serve_fn)(const struct yun_bus_peer *peer, const uint8_t *body,
                                 size_t size, uint8_t **ret_reply, size_t *ret_size, void *data);
 /* Told of every rejected message, for the daemon's one log line. 'in' may
  * hold only what could be decoded (sender and request id may be NULL). */
 typedef void (*yun_bus_reject_fn)(int code, const struct yun_envelope_in *in, void *data);
+
+/* A serve callback's return when its reply comes later. */
+#define YUN_BUS_DEFERRED 1
 
 struct yun_bus_server_options {
     const char *url;          /* "tcp://127.0.0.1:7700", "ipc:///run/yun/x.sock" */
@@ -52,6 +57,7 @@ struct yun_bus_server_options {
     size_t max_body;          /* 0 = YUN_BUS_MAX_BODY_DEFAULT */
     uint64_t window_us;       /* 0 = YUN_BUS_WINDOW_US_DEFAULT */
     size_t max_cached_replies; /* 0 = 16384 */
+    size_t max_deferred;      /* requests awaiting a deferred reply; 0 = 1024 */
     yun_bus_key_fn key;
     yun_bus_serve_fn serve;
     yun_bus_reject_fn reject; /* may be NULL */
@@ -65,8 +71,35 @@ struct yun_bus_server *yun_bus_server_free(struct yun_bus_server *s);
 
 struct yun_bus_stats {
     uint64_t served, cached, rejected;
+    uint64_t deferred;        /* requests answered later */
+    uint64_t pending;         /* deferred requests not answered yet (a gauge) */
 };
 void yun_bus_server_stats(const struct yun_bus_server *s, struct yun_bus_stats *ret);
+
+/* Deferred replies, for requests whose answer needs work off the loop (a
+ * password hash in a worker pool). Called only from inside the serve
+ * callback, about the request it is serving: reserves a handle, stored in
+ * '*ret_handle', after which the callback returns YUN_BUS_DEFERRED. The
+ * server keeps the request's route, key and request id until the reply.
+ * Returns 0, or -EBUSY when 'max_deferred' requests already wait (answer
+ * the request now, with an error), -EINVAL outside a serve callback. A
+ * handle reserved by a callback that then returns anything else is
+ * dropped.
+ *
+ * The raw REP socket keeps each request's route in its control header, so
+ * deferred replies may go out in any order, interleaved with immediate
+ * ones. A re-sent copy of a request that awaits its deferred reply (REQ
+ * re-sends after its interval, or after a reconnect) moves the reply to
+ * the newer route and is not run again. */
+int yun_bus_server_defer(struct yun_bus_server *s, uint64_t *ret_handle);
+
+/* Seals 'body' as the reply to the deferred request 'handle', sends it and
+ * keeps it in the reply cache like any reply. Call from the loop's thread,
+ * not from inside the serve callback. Returns 0, -ENOENT for an unknown
+ * (or already answered) handle, or the sealing error, in which case the
+ * requester gets a rejection notice with that code instead. */
+int yun_bus_server_reply(struct yun_bus_server *s, uint64_t handle, const void *body,
+                         size_t size);
 
 struct yun_bus_client_options {
     const char *url;          /* the server to connect to */

@@ -22,6 +22,7 @@
 #include "store.h"
 #include "util.h"
 #include "bus.h"
+#include "identity-priv.h"
 #include "image.pb-c.h"
 
 YUN_LOG_MODULE("sched.audit");
@@ -186,6 +187,8 @@ sched_audit_system(struct sched *s, struct yun_txn *txn, const char *operation,
 
 struct audit_scan {
     const Yun__AuditListRequest *q;
+    char user_id[YUN_UUID_STR_SIZE];    /* the id of the user named by q->user, if any */
+    char project_id[YUN_UUID_STR_SIZE]; /* the same for q->project */
     size_t limit;
     Yun__AuditRecord **records;
     size_t n;
@@ -252,8 +255,10 @@ collect_audit(const void *key, size_t key_size, const void *val, size_t val_size
     Yun__AuditRecord *a = yun__audit_record__unpack(NULL, val_size, val);
     if (!a)
         return -EBADMSG;
-    bool match = (!*q->user || strcmp(q->user, a->user) == 0) &&
-                 (!*q->project || strcmp(q->project, a->project) == 0) &&
+    bool match = (!*q->user || strcmp(q->user, a->user) == 0 ||
+                  (*sc->user_id && strcmp(sc->user_id, a->user) == 0)) &&
+                 (!*q->project || strcmp(q->project, a->project) == 0 ||
+                  (*sc->project_id && strcmp(sc->project_id, a->project) == 0)) &&
                  operation_matches(q->operation, a->operation);
     if (!match) {
         yun__audit_record__free_unpacked(a, NULL);
@@ -285,7 +290,7 @@ audit_scan_done(struct audit_scan *sc)
 }
 
 /* OP_AUDIT_LIST: records in time order, oldest first, filtered by user,
- * project, operation (exact, or a prefix ending in '.') and time range
+ * project (each an id or a name), operation (exact, or a prefix ending in '.') and time range
  * [since_us, until_us]; 'limit' per page (0 = 100, at most 1000) and
  * 'marker' = the previous page's next_marker. */
 int
@@ -325,6 +330,17 @@ sched_audit_list(struct sched_call *call, const ProtobufCMessage *req)
     int r = yun_txn_begin(call->s->store, false, &txn);
     if (r < 0)
         return r;
+    /* Records name users and projects by id; a filter may name them. */
+    if (*q->user) {
+        _cleanup_user_ Yun__UserRecord *u = NULL;
+        if (sched_user_find(txn, q->user, &u) == 0)
+            snprintf(sc.user_id, sizeof sc.user_id, "%s", u->id);
+    }
+    if (*q->project) {
+        _cleanup_project_ Yun__ProjectRecord *p = NULL;
+        if (sched_project_find(txn, q->project, &p) == 0)
+            snprintf(sc.project_id, sizeof sc.project_id, "%s", p->id);
+    }
     r = yun_txn_iterate(txn, AUDIT_DB, start, start_size, collect_audit, &sc);
     if (r < 0)
         return r;

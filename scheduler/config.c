@@ -20,6 +20,11 @@ const struct yun_cfg_key sched_config_table[] = {
       "Where log lines go: a file path, or - for standard error."),
     K("scheduler", "log_level", YUN_CFG_LOGLEVEL, log_level, "info", 0, 0,
       "Most verbose level logged: err, warn, notice, info or debug."),
+    K("scheduler", "worker_threads", YUN_CFG_U32, worker_threads, "2", 1, 64,
+      "Threads for slow work kept off the event loop: password hashes (a login costs about "
+      "a third of a second of one core) and SSH key generation."),
+    K("scheduler", "worker_queue", YUN_CFG_U32, worker_queue, "128", 1, 100000,
+      "Logins and other slow jobs queued or running at once; more are refused with EBUSY."),
     K("bus", "max_message_size", YUN_CFG_U32, max_message_size, "4194304", 4096, 268435456,
       "Largest message body in bytes; larger ones are refused by sender and receiver."),
     K("bus", "message_window_s", YUN_CFG_U32, message_window_s, "60", 1, 3600,
@@ -47,6 +52,48 @@ const struct yun_cfg_key sched_config_table[] = {
       10000000, "Image records a project may own (deleted images do not count)."),
     K("audit", "retention_days", YUN_CFG_U32, audit_retention_days, "90", 0, 36500,
       "Audit records older than this many days are dropped; 0 keeps them forever."),
+    K("identity", "token_key_dir", YUN_CFG_STRING, token_key_dir, "", 0, 0,
+      "Directory of the token keys (mode 0700, made by 'yun-scheduler init', rotated by "
+      "'yun-scheduler rotate-keys'); empty means 'token-keys' inside state_dir."),
+    K("identity", "token_ttl_s", YUN_CFG_U32, token_ttl_s, "3600", 60, 604800,
+      "Lifetime of a token in seconds. Rotate keys no more often than this: a token "
+      "outlives one rotation, not two."),
+    K("identity", "max_active_keys", YUN_CFG_U32, token_max_active_keys, "3", 3, 32,
+      "Token keys kept by rotate-keys: the staged, the primary and the secondaries."),
+    K("identity", "lockout_attempts", YUN_CFG_U32, lockout_attempts, "5", 0, 1000,
+      "Failed logins in a row that lock a user out; 0 never locks."),
+    K("identity", "lockout_minutes", YUN_CFG_U32, lockout_minutes, "15", 1, 10080,
+      "How long a locked-out user stays locked."),
+    K("compute", "cpu_allocation_ratio", YUN_CFG_DOUBLE, cpu_allocation_ratio, "4.0", 0.01,
+      1000, "Virtual CPUs placement may put on each host CPU."),
+    K("compute", "ram_allocation_ratio", YUN_CFG_DOUBLE, ram_allocation_ratio, "1.0", 0.01,
+      1000, "Guest RAM placement may put on each MiB of host RAM (after the reservation)."),
+    K("compute", "disk_allocation_ratio", YUN_CFG_DOUBLE, disk_allocation_ratio, "1.0", 0.01,
+      1000, "Guest disk placement may put on each GiB of a host's state file system."),
+    K("compute", "reserved_host_memory_mb", YUN_CFG_U32, reserved_host_memory_mb, "512", 0,
+      1048576, "RAM of each host kept for the host itself, in MiB."),
+    K("compute", "weigher", YUN_CFG_STRING, weigher, "spread", 0, 0,
+      "spread puts a new server on the host with the most free RAM; pack on the fullest "
+      "host that fits."),
+    K("compute", "max_attempts", YUN_CFG_U32, compute_max_attempts, "3", 1, 100,
+      "Hosts a server is tried on before its spawn fails for good (ERROR)."),
+    K("compute", "spawn_timeout_s", YUN_CFG_U32, compute_spawn_timeout_s, "300", 5, 86400,
+      "A spawn or rebuild that has not finished after this many seconds fails (and a "
+      "spawn is tried on another host)."),
+    K("compute", "action_timeout_s", YUN_CFG_U32, compute_action_timeout_s, "600", 5, 86400,
+      "A start, stop, reboot, pause, suspend or delete whose event has not come after this "
+      "many seconds ends with a fault on the server."),
+    K("compute", "agent_timeout_ms", YUN_CFG_U32, compute_agent_timeout_ms, "10000", 100,
+      600000, "How long the scheduler waits for an agent to answer one request."),
+    K("compute", "agent_queue_max", YUN_CFG_U32, compute_agent_queue_max, "4096", 1, 1000000,
+      "Requests queued to one agent at once (it takes one at a time); more are refused."),
+    K("compute", "max_instances_per_project", YUN_CFG_U32, compute_max_instances_per_project,
+      "100", 1, 10000000, "Servers a project may have (deleted ones do not count)."),
+    K("compute", "deleted_retention_s", YUN_CFG_U32, compute_deleted_retention_s, "86400", 0,
+      31536000, "How long a deleted server's record stays visible (by id, or listed with "
+      "status DELETED); 0 removes it at once."),
+    K("compute", "sweep_interval_s", YUN_CFG_U32, compute_sweep_interval_s, "5", 1, 3600,
+      "How often the scheduler looks for spawns and tasks that timed out."),
 };
 
 const size_t sched_config_table_size = sizeof sched_config_table / sizeof sched_config_table[0];

@@ -15,6 +15,7 @@
 #include "cleanup.h"
 #include "err.h"
 #include "log.h"
+#include "placement.h"
 #include "scheduler.h"
 #include "store.h"
 #include "util.h"
@@ -33,6 +34,17 @@ host_record_free(Yun__HostRecord *h)
     yun__host_record__free_unpacked(h, NULL);
 }
 DEFINE_TRIVIAL_CLEANUP_FUNC(Yun__HostRecord *, host_record_free)
+
+/* Keeps the placement index in step with a host record just committed. */
+static void
+feed_placement(struct sched *s, const Yun__HostRecord *h)
+{
+    if (!s->placement)
+        return;
+    int r = sched_placement_host_update(s->placement, h, NULL);
+    if (r < 0)
+        log_err_errno(r, "cannot update the placement index host=%s", h->id);
+}
 
 static int
 load_host(struct yun_txn *txn, const char *id, Yun__HostRecord **ret)
@@ -175,6 +187,7 @@ sched_host_register(struct sched_call *call, const ProtobufCMessage *req)
         r = yun_txn_commit(TAKE_PTR(txn));
     if (r < 0)
         return r;
+    feed_placement(call->s, &h);
 
     log_req(YUN_LOG_NOTICE, call->req, 0, "host registered host=%s name=%s cpus=%u memory_mb=%llu %s",
             id, q->name, q->inventory->cpus, (unsigned long long)q->inventory->memory_mb,
@@ -228,6 +241,7 @@ sched_host_heartbeat(struct sched_call *call, const ProtobufCMessage *req)
     if (r >= 0)
         r = yun_txn_commit(TAKE_PTR(txn));
     if (r >= 0)
+        feed_placement(call->s, h);
     /* The record's own fields go back before it is freed. */
     h->usage = old_usage;
     h->state = old_state;
@@ -335,6 +349,7 @@ sched_host_set_enabled(struct sched_call *call, const ProtobufCMessage *req)
         h->disabled_reason = old_reason;
         return r;
     }
+    feed_placement(call->s, h);
     log_req(YUN_LOG_NOTICE, call->req, 0, "host %s host=%s name=%s by=%s",
             q->enabled ? "enabled" : "disabled", h->id, h->name, call->peer->key_id);
     Yun__HostSetEnabledReply y = YUN__HOST_SET_ENABLED_REPLY__INIT;
@@ -385,6 +400,7 @@ sched_host_check_liveness(struct sched *s)
         if (r >= 0)
             r = yun_txn_commit(TAKE_PTR(w));
         if (r >= 0)
+            feed_placement(s, cur);
         cur->state = old_state;
         if (r < 0) {
             log_err_errno(r, "cannot mark host down host=%s", cur->id);

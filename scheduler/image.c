@@ -40,6 +40,7 @@
 
 #include "bus.h"
 #include "cleanup.h"
+#include "compute.h"
 #include "digest.h"
 #include "err.h"
 #include "image-format.h"
@@ -450,6 +451,31 @@ image_lookup(struct sched_call *call, struct yun_txn *txn, const char *ref,
                                 ns.matches, ref);
     }
     *ret = ns.found;
+    return 0;
+}
+
+/* For compute (compute.h): an image the caller may boot. A shared image
+ * of another project needs the caller's acceptance, as a download does. */
+int
+sched_image_find_bootable(struct sched_call *call, struct yun_txn *txn, const char *ref,
+                          Yun__ImageRecord **ret)
+{
+    Yun__ImageRecord *img = NULL;
+    int r = image_lookup(call, txn, ref, &img);
+    if (r < 0)
+        return r;
+    if (!call->is_admin && !is_owner(call, img) && !is_agent(call) &&
+        strcmp(img->visibility, "shared") == 0) {
+        const Yun__ImageMember *m = find_member(img, caller_project(call));
+        if (!m || strcmp(m->status, "accepted") != 0) {
+            r = sched_call_error(call, YUN_E_DENIED,
+                                 "Project '%s' has not accepted image '%s'; accept it before "
+                                 "using it.", caller_project(call), img->id);
+            image_free(img);
+            return r;
+        }
+    }
+    *ret = img;
     return 0;
 }
 

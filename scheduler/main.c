@@ -4,8 +4,10 @@
  *   yun-scheduler init             create the cluster secret and the state store
  *   yun-scheduler issue-key ...    register a peer and write its key file
  *   yun-scheduler revoke-key NAME  bump a peer's key epoch
+ *   yun-scheduler set-password NAME  set a user's password (bootstraps admin)
+ *   yun-scheduler rotate-keys      rotate the token keys
  * The logic lives in the modules (dispatch.c, host.c, image.c, audit.c,
- * peers.c). */
+ * peers.c, identity*.c). */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -16,12 +18,16 @@
 
 #include "bus.h"
 #include "cleanup.h"
+#include "compute.h"
 #include "err.h"
 #include "keyfile.h"
 #include "log.h"
 #include "loop.h"
 #include "notify.h"
+#include "pool.h"
+#include "prompt.h"
 #include "scheduler.h"
+#include "token.h"
 #include "seal.h"
 #include "store.h"
 #include "util.h"
@@ -36,11 +42,19 @@ usage(FILE *out)
             "\n"
             "Commands:\n"
             "  run                      Serve the bus (default)\n"
-            "  init                     Create the cluster secret and the state store\n"
+            "  init [--admin-password-file F]\n"
+            "                           Create the cluster secret, the state store, the\n"
+            "                           token keys, and the admin user and project (the\n"
+            "                           password from F, or asked for on a terminal)\n"
             "  issue-key --agent NAME | --operator NAME [--out FILE] [--url URL] [--rotate]\n"
             "                           Register a peer and write its key file (stdout\n"
             "                           without --out); --rotate revokes its older keys\n"
             "  revoke-key NAME          Revoke every key of a peer (bumps its epoch)\n"
+            "  set-password NAME [--password-file F]\n"
+            "                           Set a user's password (creates the admin user when\n"
+            "                           NAME is admin and it is missing); revokes its tokens\n"
+            "  rotate-keys              Rotate the token keys (staged -> primary); a running\n"
+            "                           scheduler picks them up by itself\n"
             "\n"
             "Options:\n"
             "  -c, --config FILE        Config file (default %s)\n"
@@ -63,6 +77,8 @@ on_cron(struct yun_loop *loop, int id, void *data)
     sched_host_check_liveness(s);
     sched_image_cron(s);
     sched_audit_cron(s);
+    sched_identity_cron(s);
+    sched_compute_cron(s);
     return s->cfg.host_check_interval_ms;
 }
 
@@ -76,11 +92,13 @@ on_quit(struct yun_loop *loop, int sig, void *data)
 static void
 on_hup(struct yun_loop *loop, int sig, void *data)
 {
+    struct sched *s = data;
     int r = yun_log_reopen();
     if (r < 0)
         log_err_errno(r, "cannot reopen the log file");
     else
         log_info("log file reopened");
+    (void)sched_identity_reload_keys(s);
 }
 
 static int
@@ -113,6 +131,15 @@ cmd_run(struct sched *s)
     r = yun_loop_new(&s->loop);
     if (r < 0)
         return log_err_errno(r, "cannot create the event loop");
+    r = sched_identity_init(s);
+    if (r < 0)
+        return r;
+    r = sched_compute_init(s);
+    if (r < 0)
+        return r;
+    r = yun_pool_new(s->loop, s->cfg.worker_threads, s->cfg.worker_queue, &s->pool);
+    if (r < 0)
+        return log_err_errno(r, "cannot start %u worker threads", s->cfg.worker_threads);
 
     struct yun_bus_server_options bo = {
         .url = s->cfg.bus_url,
@@ -144,8 +171,119 @@ cmd_run(struct sched *s)
     return r;
 }
 
+/* The password for 'user': from 'file', else asked for on a terminal.
+ * -ENOTTY when there is neither. */
 static int
-cmd_init(struct sched *s)
+get_password(const char *file, const char *user, char **ret)
+{
+    if (file) {
+        int r = yun_password_read_file(file, ret);
+        if (r == -EINVAL)
+            return log_err_errno(r, "the password file '%s' holds no password (one line)",
+                                 file);
+        if (r < 0)
+            return log_err_errno(r, "cannot read the password file '%s'", file);
+        return 0;
+    }
+    if (!yun_password_can_prompt())
+        return -ENOTTY;
+    char prompt[128];
+    snprintf(prompt, sizeof prompt, "New password for user '%s': ", user);
+    int r = yun_password_prompt(prompt, true, ret);
+    if (r == -EILSEQ)
+        return log_err_errno(r, "the two passwords differ");
+    if (r < 0)
+        return log_err_errno(r, "no password read");
+    return 0;
+}
+
+static int
+init_token_keys(struct sched *s)
+{
+    _cleanup_free_ char *dir = NULL;
+    int r = sched_identity_key_dir(s, &dir);
+    if (r < 0)
+        return r;
+    r = yun_token_keys_create(dir);
+    if (r == -EEXIST) {
+        printf("token keys %s already exist; kept\n", dir);
+        return 0;
+    }
+    if (r < 0)
+        return log_err_errno(r, "cannot create the token keys in '%s'", dir);
+    printf("created token keys %s\n", dir);
+    return 0;
+}
+
+static int
+init_admin(struct sched *s, const char *password_file)
+{
+    _cleanup_(yun_password_freep) char *password = NULL;
+    int r = get_password(password_file, "admin", &password);
+    if (r < 0 && r != -ENOTTY)
+        return r;
+    bool created = false;
+    r = sched_identity_bootstrap(s, password, &created);
+    if (r < 0)
+        return log_err_errno(r, "cannot create the admin user and project");
+    if (created)
+        printf("created user 'admin' with the admin role on project 'admin'\n");
+    else if (password)
+        printf("user 'admin' already exists; kept (change its password with "
+               "'yun-scheduler set-password admin')\n");
+    else
+        printf("no admin password given (no --admin-password-file and no terminal): no admin "
+               "user was created; create it with 'yun-scheduler set-password admin "
+               "--password-file F'\n");
+    return 0;
+}
+
+static int
+cmd_set_password(struct sched *s, const char *name, const char *password_file)
+{
+    int r = sched_store_open(s);
+    if (r < 0)
+        return log_err_errno(r, "cannot open the state store '%s'", s->cfg.state_dir);
+    _cleanup_(yun_password_freep) char *password = NULL;
+    r = get_password(password_file, name, &password);
+    if (r == -ENOTTY)
+        return log_err_errno(r, "no password: give --password-file F or run on a terminal");
+    if (r < 0)
+        return r;
+    r = sched_identity_set_password(s, name, password);
+    if (r == -ENOENT)
+        return log_err_errno(r, "no user named '%s'", name);
+    if (r < 0)
+        return log_err_errno(r, "cannot set the password of '%s'", name);
+    printf("password of user '%s' set; its earlier tokens are revoked\n", name);
+    return 0;
+}
+
+static int
+cmd_rotate_keys(struct sched *s)
+{
+    _cleanup_free_ char *dir = NULL;
+    int r = sched_identity_key_dir(s, &dir);
+    if (r < 0)
+        return r;
+    r = yun_token_keys_rotate(dir, s->cfg.token_max_active_keys);
+    if (r < 0)
+        return log_err_errno(r, "cannot rotate the token keys in '%s'", dir);
+    struct yun_token_keys *keys = NULL;
+    r = yun_token_keys_load(dir, &keys);
+    if (r < 0)
+        return log_err_errno(r, "cannot read the rotated token keys in '%s'", dir);
+    size_t n = yun_token_keys_count(keys);
+    uint32_t primary = 0;
+    (void)yun_token_keys_get(keys, n - 1, &primary, NULL);
+    yun_token_keys_free(keys);
+    printf("rotated the token keys in %s: %zu keys, primary %u; a running scheduler loads "
+           "them within seconds (or at once on SIGHUP)\n", dir, n, primary);
+    return 0;
+}
+
+static int
+cmd_init(struct sched *s, const char *admin_password_file)
 {
     _cleanup_free_ char *dir = strdup(s->cfg.secret_file);
     if (!dir)
@@ -173,7 +311,15 @@ cmd_init(struct sched *s)
         return log_err_errno(r, "cannot open the state store '%s'", s->cfg.state_dir);
     printf("state store %s is ready (schema %u)\n", s->cfg.state_dir,
            yun_store_schema_version(s->store));
-    return 0;
+    size_t flavors = 0;
+    r = sched_flavor_seed(s, &flavors);
+    if (r < 0)
+        return log_err_errno(r, "cannot create the default flavors");
+    printf("default flavors: %zu created\n", flavors);
+    r = init_token_keys(s);
+    if (r < 0)
+        return r;
+    return init_admin(s, admin_password_file);
 }
 
 static int
@@ -250,12 +396,15 @@ main(int argc, char **argv)
         { "out", required_argument, NULL, 'o' },
         { "url", required_argument, NULL, 'u' },
         { "rotate", no_argument, NULL, 'R' },
+        { "admin-password-file", required_argument, NULL, 'P' },
+        { "password-file", required_argument, NULL, 'p' },
         { "help", no_argument, NULL, 'h' },
         {},
     };
     const char *config = SCHED_CONFIG_FILE_DEFAULT;
     bool config_given = false, dump = false, rotate = false;
     const char *kind = NULL, *name = NULL, *out = NULL, *url = NULL;
+    const char *admin_password_file = NULL, *password_file = NULL;
     char **sets = calloc((size_t)argc, sizeof *sets);
     size_t nsets = 0;
     int c;
@@ -292,10 +441,18 @@ main(int argc, char **argv)
         case 'R':
             rotate = true;
             break;
+        case 'P':
+            admin_password_file = optarg;
+            break;
+        case 'p':
+            password_file = optarg;
+            break;
         case 'h':
+            free(sets);
             usage(stdout);
             return 0;
         default:
+            free(sets);
             usage(stderr);
             return 2;
         }
@@ -338,7 +495,11 @@ main(int argc, char **argv)
                     yun_errname(r), s.cfg.log_file);
     }
     else if (strcmp(cmd, "init") == 0 && optind == argc)
-        r = cmd_init(&s);
+        r = cmd_init(&s, admin_password_file);
+    else if (strcmp(cmd, "set-password") == 0 && optind + 1 == argc)
+        r = cmd_set_password(&s, argv[optind], password_file);
+    else if (strcmp(cmd, "rotate-keys") == 0 && optind == argc)
+        r = cmd_rotate_keys(&s);
     else if (strcmp(cmd, "issue-key") == 0 && optind == argc && kind)
         r = cmd_issue_key(&s, kind, name, out, url, rotate);
     else if (strcmp(cmd, "revoke-key") == 0 && optind + 1 == argc)
@@ -350,8 +511,12 @@ main(int argc, char **argv)
         return 2;
     }
 
+    /* Jobs still on the pool answer (with an error) before the bus goes. */
+    s.pool = yun_pool_free(s.pool);
     s.bus = yun_bus_server_free(s.bus);
+    sched_compute_done(&s);
     s.loop = yun_loop_free(s.loop);
+    sched_identity_done(&s);
     sched_image_done(&s);
     s.store = yun_store_close(s.store);
     s.keys = sched_keycache_free(s.keys);

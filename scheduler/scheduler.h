@@ -2,7 +2,9 @@
  * scheduler.h: the yun-scheduler daemon's shared state and the pieces its
  * modules offer each other: config (config.c), peers and keys (peers.c),
  * the dispatch table (dispatch.c), hosts (host.c), the image registry
- * (image.c, bytes behind image-store.h) and the audit log (audit.c). */
+ * (image.c, bytes behind image-store.h), the audit log (audit.c) and
+ * identity: tokens and logins (identity.c), users, projects and roles
+ * (identity-admin.c), SSH keypairs (keypair.c). */
 #pragma once
 
 #include <stdbool.h>
@@ -21,7 +23,13 @@ struct yun_bus_server;
 struct yun_bus_peer;
 struct sched_call;
 struct sched_images;
+struct sched_identity;
+struct sched_placement;
+struct sched_compute;
 struct yun_txn;
+struct yun_pool;
+struct yun_token;
+struct sched_op;
 
 struct sched_config {
     char *bus_url;
@@ -41,6 +49,28 @@ struct sched_config {
     uint32_t image_max_uploads;       /* upload sessions open at once */
     uint32_t image_max_per_project;   /* image records per owner (deleted ones excepted) */
     uint32_t audit_retention_days;    /* 0 = keep forever */
+    uint32_t worker_threads;          /* the pool for slow work: password hashes, keygen */
+    uint32_t worker_queue;            /* jobs queued or running at once */
+    char *token_key_dir;              /* "" = <state_dir>/token-keys */
+    uint32_t token_ttl_s;
+    uint32_t token_max_active_keys;   /* staged + primary + secondaries kept by rotate-keys */
+    uint32_t lockout_attempts;        /* failed logins in a row that lock; 0 = never */
+    uint32_t lockout_minutes;
+    /* [compute] (compute.h: instance.c, agent-client.c; the placement
+     * ratios and weigher feed placement.h) */
+    double cpu_allocation_ratio;
+    double ram_allocation_ratio;
+    double disk_allocation_ratio;
+    uint32_t reserved_host_memory_mb;
+    char *weigher;                    /* spread | pack */
+    uint32_t compute_max_attempts;
+    uint32_t compute_spawn_timeout_s;
+    uint32_t compute_action_timeout_s;
+    uint32_t compute_agent_timeout_ms;
+    uint32_t compute_agent_queue_max;
+    uint32_t compute_max_instances_per_project;
+    uint32_t compute_deleted_retention_s;
+    uint32_t compute_sweep_interval_s;
 };
 
 extern const struct yun_cfg_key sched_config_table[];
@@ -57,7 +87,17 @@ struct sched {
     uint8_t secret[YUN_SECRET_SIZE];
     struct sched_keycache *keys;
     struct sched_images *images; /* image.c: byte store and upload sessions */
+    struct sched_identity *identity; /* identity.c: token keys, revocation list */
+    struct sched_placement *placement; /* placement.h: the host index */
+    struct sched_compute *compute; /* compute.h: agent clients, sweeps */
+    struct yun_pool *pool;       /* workers for slow jobs (sched_call_defer) */
     int cron;
+    /* Without a bus (unit tests), deferred replies go here, with handles
+     * counted from 'next_deferred'. */
+    void (*deferred_reply)(struct sched *s, uint64_t handle, const uint8_t *reply,
+                           size_t size, void *data);
+    void *deferred_reply_data;
+    uint64_t next_deferred;
 };
 
 /* The record databases of the scheduler's store. */
@@ -79,18 +119,39 @@ int sched_dispatch(const struct yun_bus_peer *peer, const uint8_t *body, size_t 
                    uint8_t **ret_reply, size_t *ret_size, void *data);
 void sched_dispatch_reject(int code, const struct yun_envelope_in *in, void *data);
 
+/* The fixed roles, as bits of sched_call.roles. A token carries the roles
+ * its user holds in its project with the implied ones (admin implies
+ * member, member implies reader), as Keystone's default roles do. */
+enum sched_role {
+    SCHED_ROLE_READER = 1 << 0,
+    SCHED_ROLE_MEMBER = 1 << 1,
+    SCHED_ROLE_ADMIN = 1 << 2,
+};
+/* "reader" -> SCHED_ROLE_READER, ...; 0 for anything else. */
+unsigned sched_role_from_string(const char *s);
+const char *sched_role_to_string(unsigned role);
+
 /* Helpers for handlers: state the reply or the error of the call. */
 struct sched_call {
     struct sched *s;
     const struct yun_bus_peer *peer;
     int peer_kind;               /* Yun__PeerRecord__Kind */
     const char *req;             /* request id, for logs */
-    /* Who acts: until identity lands every operator client acts as an
-     * admin of project "admin", and agents as themselves with no project.
+    const struct sched_op *op;   /* the dispatch table's row */
+    const char *target;          /* the object named by the request, for audit ("" if none) */
+    /* Who acts, from the request's token: the user id, the project id the
+     * token is scoped to, its roles there, and is_admin when one of them
+     * is admin (cloud-wide, as in OpenStack's default policy). Agents act
+     * as themselves (their peer id) with no project and no role; an
+     * operator peer without a token as its peer id with none either.
      * Handlers decide ownership and visibility from these fields only. */
     const char *user;
     const char *project;
     bool is_admin;
+    unsigned roles;              /* SCHED_ROLE_* bits */
+    const struct yun_token *token; /* the validated token; NULL without one */
+    bool deferred;               /* sched_call_defer() took the call: reply later */
+    bool wipe_payload;           /* the reply holds a secret: wipe it after sending */
     int error;
     char *error_message;
     uint8_t *payload;
@@ -104,6 +165,71 @@ int sched_call_reply(struct sched_call *call, const ProtobufCMessage *reply);
 void sched_call_reply_take(struct sched_call *call, uint8_t *payload, size_t size);
 int sched_call_error(struct sched_call *call, int r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Slow work (a password hash, an RSA key) leaves the loop: 'work' runs on
+ * a worker thread of s->pool with 'data' only, then 'resume' runs on the
+ * loop with a fresh call (same caller, request id and operation) and the
+ * work's result (-ECANCELED at shutdown), and states the reply as any
+ * handler does; the dispatcher then audits, logs and sends it. 'data' is
+ * freed with 'free_data' (may be NULL) after 'resume'. Returns 0 (the
+ * handler then returns 0 and states nothing more), or -EBUSY when too
+ * many jobs wait (the handler answers at once), -ENOMEM. Owns 'data' only
+ * on success. */
+typedef int (*sched_resume_fn)(struct sched_call *call, int result, void *data);
+int sched_call_defer(struct sched_call *call, int (*work)(void *data), sched_resume_fn resume,
+                     void *data, void (*free_data)(void *data));
+
+/* identity.c: token keys, the revocation list, authentication and
+ * logins. sched_identity_init runs after sched_store_open: it loads the
+ * token keys (run 'yun-scheduler init' first) and the revocation list.
+ * The cron reloads the key repository when its directory changes
+ * (rotate-keys) and the revocation list when another process changed it
+ * (set-password), and drops expired revocations. */
+int sched_identity_init(struct sched *s);
+void sched_identity_done(struct sched *s);
+void sched_identity_cron(struct sched *s);
+/* Reloads the token keys now (SIGHUP). Keeps the old ones on failure. */
+int sched_identity_reload_keys(struct sched *s);
+/* The token key directory: [identity] token_key_dir or its default. */
+int sched_identity_key_dir(const struct sched *s, char **ret);
+/* Validates a request's token (not NUL-terminated, 'size' bytes) against
+ * the keys and the revocation list, reading no database. Returns 0 with
+ * the token in '*ret' and its roles as SCHED_ROLE_* bits in '*ret_roles',
+ * or YUN_E_TOKEN_INVALID, YUN_E_TOKEN_EXPIRED, YUN_E_TOKEN_REVOKED. */
+int sched_identity_authenticate(struct sched *s, const void *token, size_t size,
+                                uint64_t now_us, struct yun_token *ret, unsigned *ret_roles);
+/* Offline (main.c): creates the "admin" project, and the "admin" user with
+ * the admin role on it when 'password' is not NULL; both are kept when
+ * they exist. Sets '*ret_created_user'. */
+int sched_identity_bootstrap(struct sched *s, const char *password, bool *ret_created_user);
+/* Offline (main.c): sets the password of user 'name' (creating "admin"
+ * as bootstrap does when it is missing), clears its lockout and revokes
+ * its tokens. */
+int sched_identity_set_password(struct sched *s, const char *name, const char *password);
+int sched_login(struct sched_call *call, const ProtobufCMessage *req);
+int sched_logout(struct sched_call *call, const ProtobufCMessage *req);
+
+/* identity-admin.c: projects, users and role assignments (admins). */
+int sched_project_create(struct sched_call *call, const ProtobufCMessage *req);
+int sched_project_list(struct sched_call *call, const ProtobufCMessage *req);
+int sched_project_show(struct sched_call *call, const ProtobufCMessage *req);
+int sched_project_set(struct sched_call *call, const ProtobufCMessage *req);
+int sched_project_delete(struct sched_call *call, const ProtobufCMessage *req);
+int sched_user_create(struct sched_call *call, const ProtobufCMessage *req);
+int sched_user_list(struct sched_call *call, const ProtobufCMessage *req);
+int sched_user_show(struct sched_call *call, const ProtobufCMessage *req);
+int sched_user_set(struct sched_call *call, const ProtobufCMessage *req);
+int sched_user_delete(struct sched_call *call, const ProtobufCMessage *req);
+int sched_role_add(struct sched_call *call, const ProtobufCMessage *req);
+int sched_role_remove(struct sched_call *call, const ProtobufCMessage *req);
+int sched_role_assignment_list(struct sched_call *call, const ProtobufCMessage *req);
+
+/* keypair.c: SSH keypairs, per user. */
+int sched_keypair_create(struct sched_call *call, const ProtobufCMessage *req);
+int sched_keypair_import(struct sched_call *call, const ProtobufCMessage *req);
+int sched_keypair_list(struct sched_call *call, const ProtobufCMessage *req);
+int sched_keypair_show(struct sched_call *call, const ProtobufCMessage *req);
+int sched_keypair_delete(struct sched_call *call, const ProtobufCMessage *req);
 
 /* host.c */
 int sched_host_register(struct sched_call *call, const ProtobufCMessage *req);

@@ -6,9 +6,20 @@
 
 /* images: ImageRecord by id (deleted ones stay, as tombstones);
  * image_names: the index "name NUL id" -> empty, for look-ups by name;
- * audit: AuditRecord by big-endian time_us + request id (audit.c). */
+ * audit: AuditRecord by big-endian time_us + request id (audit.c);
+ * users, projects (by id) and their name indexes user_names and
+ * project_names (name -> id); assignments ("user NUL project NUL role")
+ * and assignments_by_project ("project NUL user NUL role"); revocations;
+ * keypairs ("user_id NUL name"): identity, see docs/identity.md;
+ * flavors, flavor_names, instances, instance_names, instance_hosts,
+ * server_groups: compute (compute.h); claims and host_usage: placement
+ * (placement.h). */
 const char *const sched_store_dbs[] = {
-    "peers", "hosts", "host_names", "images", "image_names", "audit", NULL,
+    "peers", "hosts", "host_names", "images", "image_names", "audit",
+    "users", "user_names", "projects", "project_names", "assignments",
+    "assignments_by_project", "revocations", "keypairs",
+    "flavors", "flavor_names", "instances", "instance_names", "instance_hosts",
+    "server_groups", "claims", "host_usage", NULL,
 };
 
 int

@@ -9,11 +9,19 @@
  *     busy machine slows both alike; then logins per second with one
  *     verifying thread per core;
  *   - with --table, the scrypt costs around the default;
- *   - SSH keypair creation (Ed25519, RSA-3072) and import rates.
- * Usage: bench-identity [--seconds N] [--table]
+ *   - SSH keypair creation (Ed25519, RSA-3072) and import rates;
+ *   - through a real yun-scheduler on loopback (with --build DIR, or
+ *     $YUN_BUILD_DIR): requests with a token, validated by the dispatcher
+ *     (ping, from 8 clients each with its own operator key and REQ socket,
+ *     as bench-bus does), next to the same pings without a token; and
+ *     logins per second with the scheduler's 2-thread worker pool and 8
+ *     clients logging in at once.
+ * Usage: bench-identity [--seconds N] [--table] [--build DIR] [--no-bus]
  * A benchmark, not a test: it asserts nothing and prints its figures. */
 #include <crypt.h>
 #include <errno.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <ftw.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -24,11 +32,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bus.h"
 #include "err.h"
+#include "keyfile.h"
 #include "keypair.h"
 #include "password.h"
+#include "rpc.h"
 #include "token.h"
 #include "util.h"
+#include "identity.pb-c.h"
 
 static double seconds = 2.0;
 
@@ -304,16 +316,276 @@ bench_keypairs(void)
     printf("ssh create:      %9.0f ms each, rsa-3072 (mean of %ld)\n", dt / n * 1e3, n);
 }
 
+
+/* --- through yun-scheduler -------------------------------------------------- */
+
+#define BUS_CLIENTS 8
+
+static int
+run(const char *cmd)
+{
+    int r = system(cmd);
+    return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
+}
+
+static pid_t
+spawn(char *const argv[], const char *log)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        FILE *f = freopen(log, "a", stderr);
+        (void)f;
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+struct bus_client {
+    pthread_t thread;
+    char key_file[600];
+    const char *password_file;
+    const char *token;          /* NULL: no token */
+    bool login;                 /* log in repeatedly instead of pinging */
+    double until;
+    long done, errors;
+    pthread_barrier_t *start;
+};
+
+static struct yun_bus_client *
+bus_connect(const char *key_file, int timeout_ms)
+{
+    struct yun_peer_key k = { 0 };
+    if (yun_peer_key_load(key_file, &k) < 0)
+        return NULL;
+    struct yun_bus_client_options o = { .url = k.scheduler, .self_id = k.id, .key_id = k.id,
+                                        .key_epoch = k.epoch, .key = &k.key,
+                                        .timeout_ms = timeout_ms };
+    struct yun_bus_client *c = NULL;
+    int r = yun_bus_client_new(&o, &c);
+    yun_peer_key_done(&k);
+    return r < 0 ? NULL : c;
+}
+
+static int
+bus_login(struct yun_bus_client *c, const char *password, char **ret_token)
+{
+    Yun__LoginRequest q = YUN__LOGIN_REQUEST__INIT;
+    q.user = (char *)"admin";
+    q.password = (char *)password;
+    ProtobufCMessage *m = NULL;
+    int r = yun_rpc_call(c, YUN__OP__OP_LOGIN, &q.base, &yun__login_reply__descriptor, &m,
+                         NULL);
+    if (r < 0)
+        return r;
+    if (ret_token)
+        *ret_token = strdup(((Yun__LoginReply *)m)->token);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return 0;
+}
+
+static void *
+bus_client_main(void *arg)
+{
+    struct bus_client *a = arg;
+    struct yun_bus_client *c = bus_connect(a->key_file, 20000);
+    char *password = NULL;
+    if (a->password_file)
+        (void)yun_read_file(a->password_file, 4096, &password, NULL);
+    if (password)
+        password[strcspn(password, "\n")] = '\0';
+    pthread_barrier_wait(a->start);
+    if (!c) {
+        a->errors++;
+        free(password);
+        return NULL;
+    }
+    Yun__PingRequest q = YUN__PING_REQUEST__INIT;
+    uint8_t data[64] = { 0 };
+    q.data.data = data;
+    q.data.len = sizeof data;
+    while (now_s() < a->until) {
+        int r;
+        if (a->login) {
+            r = bus_login(c, password ? password : "", NULL);
+        } else {
+            ProtobufCMessage *m = NULL;
+            r = yun_rpc_call_full(c, NULL, a->token, a->token ? strlen(a->token) : 0,
+                                  YUN__OP__OP_PING, &q.base, &yun__ping_reply__descriptor, &m,
+                                  NULL);
+            if (r == 0)
+                protobuf_c_message_free_unpacked(m, NULL);
+        }
+        if (r < 0)
+            a->errors++;
+        else
+            a->done++;
+    }
+    yun_bus_client_free(c);
+    free(password);
+    return NULL;
+}
+
+/* CPU seconds (user + system) 'pid' has used so far. */
+static double
+cpu_seconds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 0;
+    char buf[2048];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields 14 and 15, after the command name in parentheses. */
+    const char *p = strrchr(buf, ')');
+    unsigned long utime = 0, stime = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime,
+                     &stime) != 2)
+        return 0;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* 'clients' threads for 'secs' seconds; returns calls per second. */
+static double
+bus_round(const char *dir, int clients, double secs, const char *token, bool login,
+          const char *password_file, long *ret_errors, long *ret_calls)
+{
+    struct bus_client a[BUS_CLIENTS];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, (unsigned)clients + 1);
+    for (int i = 0; i < clients; i++) {
+        a[i] = (struct bus_client){ .token = token, .login = login, .start = &start,
+                                    .password_file = password_file };
+        snprintf(a[i].key_file, sizeof a[i].key_file, "%s/op%d.key", dir, i);
+    }
+    double t0 = now_s();
+    for (int i = 0; i < clients; i++) {
+        a[i].until = t0 + secs;
+        pthread_create(&a[i].thread, NULL, bus_client_main, &a[i]);
+    }
+    pthread_barrier_wait(&start);
+    long done = 0, errors = 0;
+    for (int i = 0; i < clients; i++) {
+        pthread_join(a[i].thread, NULL);
+        done += a[i].done;
+        errors += a[i].errors;
+    }
+    double dt = now_s() - t0;
+    pthread_barrier_destroy(&start);
+    *ret_errors = errors;
+    *ret_calls = done;
+    return done / dt;
+}
+
+static void
+bench_bus(const char *build)
+{
+    const char *tmp = getenv("TMPDIR");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/bench-identity-bus.XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir))
+        die("mkdtemp", -errno);
+    char conf[4200], log[4200], pw[4200], cmd[16384];
+    snprintf(conf, sizeof conf, "%s/scheduler.conf", dir);
+    snprintf(log, sizeof log, "%s/scheduler.log", dir);
+    snprintf(pw, sizeof pw, "%s/admin.password", dir);
+    int port = 30000 + getpid() % 20000;
+    FILE *f = fopen(conf, "we");
+    if (!f)
+        die("scheduler.conf", -errno);
+    fprintf(f,
+            "[scheduler]\nbus_url = tcp://127.0.0.1:%d\nstate_dir = %s/sched\n"
+            "secret_file = %s/cluster.key\nlog_level = notice\nlog_file = %s\n",
+            port, dir, dir, log);
+    fclose(f);
+    f = fopen(pw, "we");
+    if (!f)
+        die("admin.password", -errno);
+    fprintf(f, "bench-%d-password\n", getpid());
+    fclose(f);
+    chmod(pw, 0600);
+    snprintf(cmd, sizeof cmd,
+             "%s/scheduler/yun-scheduler -c %s init --admin-password-file %s >/dev/null", build,
+             conf, pw);
+    if (run(cmd) != 0)
+        die("yun-scheduler init", -EIO);
+    for (int i = 0; i < BUS_CLIENTS; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "%s/scheduler/yun-scheduler -c %s issue-key --operator op%d --out %s/op%d.key "
+                 "2>/dev/null", build, conf, i, dir, i);
+        if (run(cmd) != 0)
+            die("issue-key", -EIO);
+    }
+    char bin[4200];
+    snprintf(bin, sizeof bin, "%s/scheduler/yun-scheduler", build);
+    char *argv[] = { bin, "-c", conf, NULL };
+    pid_t sched = spawn(argv, log);
+    usleep(500000);
+
+    /* One login gives the token every client sends. */
+    char key0[4200];
+    snprintf(key0, sizeof key0, "%s/op0.key", dir);
+    struct yun_bus_client *c = bus_connect(key0, 20000);
+    char *password = NULL;
+    (void)yun_read_file(pw, 4096, &password, NULL);
+    char *token = NULL;
+    int r = -EIO;
+    if (c && password) {
+        password[strcspn(password, "\n")] = '\0';
+        r = bus_login(c, password, &token);
+    }
+    yun_bus_client_free(c);
+    free(password);
+    if (r < 0) {
+        kill(sched, SIGTERM);
+        waitpid(sched, NULL, 0);
+        die("login", r);
+    }
+
+    long errors, calls;
+    double secs = seconds < 3 ? 3 : seconds;
+    printf("== through yun-scheduler on loopback (%d clients, %.0f s each)\n", BUS_CLIENTS, secs);
+    /* Wall-clock rates depend on what else runs; the scheduler's own CPU
+     * time per request does not, much. */
+    double cpu0 = cpu_seconds(sched);
+    double plain = bus_round(dir, BUS_CLIENTS, secs, NULL, false, NULL, &errors, &calls);
+    double cpu1 = cpu_seconds(sched);
+    printf("ping, no token:            %9.0f requests/s (%ld errors), scheduler CPU %5.1f us "
+           "per request\n", plain, errors, calls ? (cpu1 - cpu0) / calls * 1e6 : 0.0);
+    double with = bus_round(dir, BUS_CLIENTS, secs, token, false, NULL, &errors, &calls);
+    double cpu2 = cpu_seconds(sched);
+    printf("ping, token validated:     %9.0f requests/s (%ld errors), scheduler CPU %5.1f us "
+           "per request: tokens validated per second as full requests\n", with, errors,
+           calls ? (cpu2 - cpu1) / calls * 1e6 : 0.0);
+    double logins = bus_round(dir, BUS_CLIENTS, secs < 6 ? 6 : secs, NULL, true, pw, &errors,
+                              &calls);
+    double cpu3 = cpu_seconds(sched);
+    printf("login (scrypt, 2 workers): %9.1f logins/s   (%ld errors), scheduler CPU %5.0f ms "
+           "per login; Keystone: 3.8/s at bcrypt-12\n", logins, errors,
+           calls ? (cpu3 - cpu2) / calls * 1e3 : 0.0);
+    free(token);
+    kill(sched, SIGTERM);
+    waitpid(sched, NULL, 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    (void)run(cmd);
+}
+
 int
 main(int argc, char **argv)
 {
     static const struct option opts[] = {
         { "seconds", required_argument, NULL, 's' },
         { "table", no_argument, NULL, 't' },
+        { "build", required_argument, NULL, 'b' },
+        { "no-bus", no_argument, NULL, 'n' },
         { "help", no_argument, NULL, 'h' },
         {},
     };
-    bool table = false;
+    bool table = false, bus = true;
+    const char *build = getenv("YUN_BUILD_DIR");
     int c;
     while ((c = getopt_long(argc, argv, "s:th", opts, NULL)) != -1) {
         switch (c) {
@@ -327,8 +599,14 @@ main(int argc, char **argv)
         case 't':
             table = true;
             break;
+        case 'b':
+            build = optarg;
+            break;
+        case 'n':
+            bus = false;
+            break;
         case 'h':
-            printf("usage: bench-identity [--seconds N] [--table]\n");
+            printf("usage: bench-identity [--seconds N] [--table] [--build DIR] [--no-bus]\n");
             return 0;
         default:
             return 2;
@@ -341,5 +619,9 @@ main(int argc, char **argv)
     if (table)
         bench_scrypt_table();
     bench_keypairs();
+    if (bus) {
+        signal(SIGPIPE, SIG_IGN);
+        bench_bus(build ? build : ".");
+    }
     return 0;
 }

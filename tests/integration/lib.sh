@@ -9,6 +9,8 @@ T=${YUN_TEST_DIR:-$(mktemp -d)}
 rm -rf "$T"
 mkdir -p "$T"
 PIDS=()
+# The CLI keeps its token here, never in the user's ~/.config.
+export YUN_CONFIG_DIR=$T/config
 
 cleanup() {
     local p
@@ -38,7 +40,9 @@ free_port() {
     fail "no free port"
 }
 
-# scheduler_setup: writes $T/scheduler.conf, creates the secret and store.
+# scheduler_setup: writes $T/scheduler.conf, creates the secret, the store
+# and the admin user with a random password in $T/admin.password; the `yun`
+# wrapper (and any "$B/cli/yun" run after) logs in as admin by itself.
 scheduler_setup() {
     PORT=$(free_port)
     URL=tcp://127.0.0.1:$PORT
@@ -52,7 +56,26 @@ log_level = debug
 [hosts]
 check_interval_ms = 200
 CONF
-    "$B/scheduler/yun-scheduler" -c "$T/scheduler.conf" init >/dev/null
+    ADMIN_PASSWORD_FILE=$T/admin.password
+    (umask 077 && head -c 18 /dev/urandom | base64 >"$ADMIN_PASSWORD_FILE")
+    "$B/scheduler/yun-scheduler" -c "$T/scheduler.conf" init \
+        --admin-password-file "$ADMIN_PASSWORD_FILE" >/dev/null
+    export YUN_USERNAME=admin YUN_PASSWORD_FILE=$ADMIN_PASSWORD_FILE YUN_PROJECT=admin
+}
+
+# as_user USER PASSWORD_FILE PROJECT ARGS...: runs `yun ARGS` as another user,
+# with a token cache of its own.
+as_user() {
+    local user=$1 pw=$2 project=$3
+    shift 3
+    YUN_USERNAME=$user YUN_PASSWORD_FILE=$pw YUN_PROJECT=$project \
+        YUN_CONFIG_DIR=$T/config-$user-$project yun "$@"
+}
+
+# new_password NAME: a random password in $T/NAME.password (mode 0600).
+new_password() {
+    (umask 077 && head -c 18 /dev/urandom | base64 >"$T/$1.password")
+    echo "$T/$1.password"
 }
 
 issue_key() { # KIND NAME

@@ -3,8 +3,10 @@
  * nanomsg socket: a bus server on a yun_loop in the test thread, a blocking
  * client in a second thread. Covers the round trip, every way a request is
  * refused (wrong key, unknown peer, stale epoch, replay, garbage, reflected
- * replies), REQ re-sends answered from the reply cache, an absent server
- * and typed calls with yun_rpc_call(). The envelope itself is tested in
+ * replies), REQ re-sends answered from the reply cache, an absent server,
+ * typed calls with yun_rpc_call(), and deferred replies (answered later,
+ * out of order, re-sends while pending moved to the newer route, the
+ * bound on pending requests). The envelope itself is tested in
  * test-envelope.c. Timing asserts have loose upper bounds only. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -59,6 +61,11 @@ struct fixture {
     char reject_sender[YUN_PEER_ID_MAX + 1];   /* "" when NULL */
     char reject_key_id[YUN_PEER_ID_MAX + 1];
     char reject_request_id[YUN_REQUEST_ID_MAX + 1];
+    /* defer_serve: the handles of the requests it deferred, by body. */
+    uint64_t deferred[8];
+    char deferred_body[8][16];
+    int n_deferred;
+    int defer_errors;
 };
 
 static void
@@ -163,7 +170,8 @@ new_url(char *buf, size_t size, const char *name)
 }
 
 static void
-fixture_start(struct fixture *f, yun_bus_serve_fn serve, size_t max_cached_replies)
+fixture_start_with(struct fixture *f, yun_bus_serve_fn serve, size_t max_cached_replies,
+                   size_t max_deferred)
 {
     memset(f, 0, sizeof *f);
     assert_int_equal(yun_loop_new(&f->loop), 0);
@@ -173,12 +181,19 @@ fixture_start(struct fixture *f, yun_bus_serve_fn serve, size_t max_cached_repli
         .self_id = SERVER_ID,
         .max_body = 64 * 1024,
         .max_cached_replies = max_cached_replies,
+        .max_deferred = max_deferred,
         .key = test_key_fn,
         .serve = serve,
         .reject = on_reject,
         .data = f,
     };
     assert_int_equal(yun_bus_server_new(f->loop, &o, &f->server), 0);
+}
+
+static void
+fixture_start(struct fixture *f, yun_bus_serve_fn serve, size_t max_cached_replies)
+{
+    fixture_start_with(f, serve, max_cached_replies, 0);
 }
 
 static void
@@ -761,6 +776,224 @@ group_setup(void **state)
     return 0;
 }
 
+/* --- deferred replies ------------------------------------------------------ */
+
+/* "later:X" is deferred (its handle kept under X); "both" defers and then
+ * answers at once anyway; anything else is echoed now. */
+static int
+defer_serve(const struct yun_bus_peer *peer, const uint8_t *body, size_t size,
+            uint8_t **ret_reply, size_t *ret_size, void *data)
+{
+    struct fixture *f = data;
+    f->serve_calls++;
+    if (size > 6 && size < 16 && memcmp(body, "later:", 6) == 0) {
+        uint64_t h;
+        int r = yun_bus_server_defer(f->server, &h);
+        if (r < 0) {
+            f->defer_errors++;
+            return yun_rpc_pack_reply(r, "busy", NULL, ret_reply, ret_size);
+        }
+        /* One handle per request: a second reservation is refused. */
+        uint64_t again;
+        assert_int_equal(yun_bus_server_defer(f->server, &again), -EINVAL);
+        f->deferred[f->n_deferred] = h;
+        memcpy(f->deferred_body[f->n_deferred], body + 6, size - 6);
+        f->deferred_body[f->n_deferred][size - 6] = '\0';
+        f->n_deferred++;
+        return YUN_BUS_DEFERRED;
+    }
+    if (size == 4 && memcmp(body, "both", 4) == 0) {
+        uint64_t h;
+        assert_int_equal(yun_bus_server_defer(f->server, &h), 0);
+        f->deferred[f->n_deferred] = h;
+        snprintf(f->deferred_body[f->n_deferred], sizeof f->deferred_body[0], "both");
+        f->n_deferred++;
+    }
+    uint8_t *copy = malloc(size + 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, body, size);
+    *ret_reply = copy;
+    *ret_size = size;
+    return 0;
+}
+
+static int
+setup_deferred(void **state)
+{
+    struct fixture *f = malloc(sizeof *f);
+    if (!f)
+        return -1;
+    fixture_start_with(f, defer_serve, 0, 2);
+    *state = f;
+    return 0;
+}
+
+static void
+start_call(struct call *c, pthread_t *t)
+{
+    atomic_store(&c->done, false);
+    c->reply = NULL;
+    c->reply_size = 0;
+    assert_int_equal(pthread_create(t, NULL, call_thread, c), 0);
+}
+
+/* Runs the loop until 'n' requests were served or deferred. */
+static void
+pump_until_served(struct fixture *f, int n)
+{
+    int64_t deadline = yun_now_ms() + PUMP_LIMIT_MS;
+    while (f->serve_calls < n && yun_now_ms() < deadline)
+        assert_true(yun_loop_run_once(f->loop, 10) >= 0);
+    assert_int_equal(f->serve_calls, n);
+}
+
+static void
+pump_until_done(struct fixture *f, struct call *c, pthread_t t)
+{
+    int64_t deadline = yun_now_ms() + PUMP_LIMIT_MS;
+    while (!atomic_load(&c->done) && yun_now_ms() < deadline)
+        assert_true(yun_loop_run_once(f->loop, 10) >= 0);
+    assert_true(atomic_load(&c->done));
+    assert_int_equal(pthread_join(t, NULL), 0);
+}
+
+static void
+test_deferred_out_of_order(void **state)
+{
+    struct fixture *f = *state;
+    struct yun_bus_client *a = client_new(f->url, "alice", 1, test_secret, 0);
+    struct yun_bus_client *b = client_new(f->url, "bob", 2, test_secret, 0);
+    struct call ca = { .client = a, .kind = CALL_SEALED, .body = "later:A", .size = 7 };
+    struct call cb = { .client = b, .kind = CALL_SEALED, .body = "later:B", .size = 7 };
+    pthread_t ta, tb;
+    start_call(&ca, &ta);
+    pump_until_served(f, 1);
+    start_call(&cb, &tb);
+    pump_until_served(f, 2);
+    assert_int_equal(f->n_deferred, 2);
+    struct yun_bus_stats st;
+    yun_bus_server_stats(f->server, &st);
+    assert_int_equal(st.pending, 2);
+
+    /* Others are served meanwhile. */
+    assert_serves(f);
+
+    /* The later request answered first. */
+    int ib = strcmp(f->deferred_body[0], "B") == 0 ? 0 : 1;
+    assert_int_equal(yun_bus_server_reply(f->server, f->deferred[ib], "B!", 2), 0);
+    pump_until_done(f, &cb, tb);
+    assert_int_equal(cb.r, 0);
+    assert_int_equal(cb.reply_size, 2);
+    assert_memory_equal(cb.reply, "B!", 2);
+    assert_false(atomic_load(&ca.done));
+    assert_int_equal(yun_bus_server_reply(f->server, f->deferred[1 - ib], "A!", 2), 0);
+    pump_until_done(f, &ca, ta);
+    assert_int_equal(ca.r, 0);
+    assert_memory_equal(ca.reply, "A!", 2);
+    /* A handle answers once. */
+    assert_int_equal(yun_bus_server_reply(f->server, f->deferred[ib], "x", 1), -ENOENT);
+    yun_bus_server_stats(f->server, &st);
+    assert_int_equal(st.pending, 0);
+    assert_int_equal(st.deferred, 2);
+    free(ca.reply);
+    free(cb.reply);
+
+    /* Outside a serve callback there is nothing to defer. */
+    uint64_t h;
+    assert_int_equal(yun_bus_server_defer(f->server, &h), -EINVAL);
+    /* A callback that defers and then answers: the answer goes, the
+     * handle is gone. */
+    _cleanup_free_ uint8_t *reply = NULL;
+    size_t size = 0;
+    assert_int_equal(call_sealed(f, a, NULL, "both", 4, &reply, &size), 0);
+    assert_memory_equal(reply, "both", 4);
+    assert_int_equal(yun_bus_server_reply(f->server, f->deferred[f->n_deferred - 1], "x", 1),
+                     -ENOENT);
+    yun_bus_client_free(a);
+    yun_bus_client_free(b);
+}
+
+static void
+test_deferred_resend(void **state)
+{
+    struct fixture *f = *state;
+    /* Two sockets with alice's key: the second re-sends the first's
+     * bytes, as a REQ socket does after a reconnect. */
+    struct yun_bus_client *a1 = client_new(f->url, "alice", 1, test_secret, 1500);
+    struct yun_bus_client *a2 = client_new(f->url, "alice", 1, test_secret, 0);
+    _cleanup_free_ uint8_t *msg = NULL;
+    size_t msg_size = 0;
+    assert_int_equal(yun_bus_client_seal(a1, "req-resend", "later:R", 7, &msg, &msg_size), 0);
+    struct call c1 = { .client = a1, .kind = CALL_RAW, .body = msg, .size = msg_size };
+    struct call c2 = { .client = a2, .kind = CALL_RAW, .body = msg, .size = msg_size };
+    pthread_t t1, t2;
+    start_call(&c1, &t1);
+    pump_until_served(f, 1);
+    int cached_before;
+    struct yun_bus_stats st;
+    yun_bus_server_stats(f->server, &st);
+    cached_before = (int)st.cached;
+    start_call(&c2, &t2);
+    /* Not run again, not refused as a replay: it waits with the first. */
+    int64_t deadline = yun_now_ms() + PUMP_LIMIT_MS;
+    do {
+        assert_true(yun_loop_run_once(f->loop, 10) >= 0);
+        yun_bus_server_stats(f->server, &st);
+    } while ((int)st.cached == cached_before && yun_now_ms() < deadline);
+    assert_int_equal(f->serve_calls, 1);
+    assert_int_equal(f->reject_calls, 0);
+    assert_int_equal(yun_bus_server_reply(f->server, f->deferred[0], "R!", 2), 0);
+    pump_until_done(f, &c2, t2);
+    assert_int_equal(c2.r, 0);
+    _cleanup_free_ uint8_t *body = NULL;
+    size_t body_size = 0;
+    assert_int_equal(yun_bus_client_open_reply(a2, "req-resend", c2.reply, c2.reply_size,
+                                               &body, &body_size), 0);
+    assert_memory_equal(body, "R!", 2);
+    free(c2.reply);
+    /* The first route was replaced: it hears nothing and times out. */
+    pump_until_done(f, &c1, t1);
+    assert_int_equal(c1.r, YUN_E_UNREACHABLE);
+    /* And the reply is in the cache now, as any other. */
+    _cleanup_free_ uint8_t *again = NULL;
+    size_t again_size = 0;
+    assert_int_equal(call_raw(f, a2, msg, msg_size, &again, &again_size), 0);
+    assert_int_equal(f->serve_calls, 1);
+    yun_bus_client_free(a1);
+    yun_bus_client_free(a2);
+}
+
+static void
+test_deferred_bound(void **state)
+{
+    struct fixture *f = *state;
+    struct yun_bus_client *c[3];
+    struct call calls[3];
+    pthread_t t[3];
+    static const char *const bodies[] = { "later:1", "later:2", "later:3" };
+    for (int i = 0; i < 3; i++) {
+        c[i] = client_new(f->url, i == 1 ? "bob" : "alice", i == 1 ? 2 : 1, test_secret, 0);
+        calls[i] = (struct call){ .client = c[i], .kind = CALL_SEALED, .body = bodies[i],
+                                  .size = 7 };
+        start_call(&calls[i], &t[i]);
+        pump_until_served(f, i + 1);
+    }
+    /* max_deferred is 2: the third is answered at once, with the error. */
+    pump_until_done(f, &calls[2], t[2]);
+    assert_int_equal(f->defer_errors, 1);
+    assert_int_equal(calls[2].r, 0);
+    free(calls[2].reply);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(yun_bus_server_reply(f->server, f->deferred[i], "ok", 2), 0);
+        pump_until_done(f, &calls[i], t[i]);
+        assert_int_equal(calls[i].r, 0);
+        free(calls[i].reply);
+    }
+    for (int i = 0; i < 3; i++)
+        yun_bus_client_free(c[i]);
+}
+
 int
 main(void)
 {
@@ -778,6 +1011,9 @@ main(void)
         cmocka_unit_test(test_unreachable),
         cmocka_unit_test_setup_teardown(test_rpc, setup_rpc, teardown),
         cmocka_unit_test_setup_teardown(test_many_calls, setup_echo, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_out_of_order, setup_deferred, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_resend, setup_deferred, teardown),
+        cmocka_unit_test_setup_teardown(test_deferred_bound, setup_deferred, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, NULL);
 }

@@ -4,8 +4,9 @@
  * the handler layer. Each test builds a struct sched on a fresh state
  * directory under $YUN_TEST_DIR and calls the handlers directly with
  * callers of different projects (p1, p2, p3, an admin, an agent), as the
- * dispatcher will once identity lands; a few go through sched_dispatch to
- * check the table's privileges and its audit of denied requests.
+ * dispatcher does from their tokens; a few go through sched_dispatch (with
+ * an admin token) to check the table's privileges and its audit of denied
+ * requests.
  *
  * qemu-img, when present, makes a real qcow2; the hostile images are
  * crafted bytes, so the inspector cases run without it too. */
@@ -34,6 +35,7 @@
 #include "loop.h"
 #include "scheduler.h"
 #include "store.h"
+#include "token.h"
 #include "util.h"
 #include "host.pb-c.h"
 #include "image.pb-c.h"
@@ -81,6 +83,7 @@ open_sched(struct fixture *fx)
 static void
 close_sched(struct fixture *fx)
 {
+    sched_identity_done(&fx->s);
     sched_image_done(&fx->s);
     fx->s.store = yun_store_close(fx->s.store);
 }
@@ -1584,6 +1587,32 @@ test_audit(void **state)
 
 /* --- through the dispatcher ------------------------------------------------------------ */
 
+/* An admin token of user 'ops' in project "admin", for operator calls:
+ * the dispatcher wants one (identity.c). */
+static char *
+ops_token(struct fixture *fx)
+{
+    static char *token;
+    if (token)
+        return token;
+    char keys[1200];
+    snprintf(keys, sizeof keys, "%s/token-keys", fx->dir);
+    assert_int_equal(yun_token_keys_create(keys), 0);
+    free(fx->s.cfg.token_key_dir);
+    fx->s.cfg.token_key_dir = strdup(keys);
+    assert_int_equal(sched_identity_init(&fx->s), 0);
+    struct yun_token c = {
+        .user_id = "ops", .project_id = "admin", .n_roles = 3,
+        .issued_at_us = yun_wall_us(), .expires_at_us = yun_wall_us() + 3600000000ull,
+        .roles = { "admin", "member", "reader" },
+    };
+    struct yun_token_keys *k = NULL;
+    assert_int_equal(yun_token_keys_load(keys, &k), 0);
+    assert_int_equal(yun_token_issue(k, &c, &token, NULL), 0);
+    yun_token_keys_free(k);
+    return token;
+}
+
 static int
 dispatch(struct fixture *fx, const char *peer_id, int kind, Yun__Op op, const void *req,
          Yun__Reply **ret)
@@ -1593,6 +1622,11 @@ dispatch(struct fixture *fx, const char *peer_id, int kind, Yun__Op op, const vo
     struct yun_bus_peer peer = {
         .sender = peer_id, .key_id = peer_id, .request_id = reqid, .role = kind,
     };
+    if (kind == YUN__PEER_RECORD__KIND__KIND_OPERATOR) {
+        const char *token = ops_token(fx);
+        peer.token = (const uint8_t *)token;
+        peer.token_size = strlen(token);
+    }
     size_t size = protobuf_c_message_get_packed_size(req);
     _cleanup_free_ uint8_t *payload = malloc(size + 1);
     protobuf_c_message_pack(req, payload);

@@ -1,0 +1,540 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * agent-client.c: the scheduler's client of the agents' command sockets
+ * (OP_AGENT_SPAWN, DESTROY, ACTION, CONSOLE, LIST), asynchronous on the
+ * scheduler's one loop.
+ *
+ * One nanomsg REQ socket per agent, connected to the address the agent
+ * gave at registration (HostRecord.address): a REQ socket connected to
+ * several peers would load-balance among them. Requests are sealed with
+ * the agent's own key, which the scheduler derives from the cluster
+ * secret, the agent's peer id (the host name) and its current epoch in
+ * "peers"; the sender is "scheduler", and a reply is trusted only when it
+ * opens with that key, comes from the agent's peer id and echoes the
+ * request id. REQ carries one request at a time, so each agent has a FIFO
+ * queue ([compute] agent_queue_max) and at most one request in flight,
+ * with a deadline ([compute] agent_timeout_ms) on the agent's timer; a
+ * request whose deadline passes fails with YUN_E_UNREACHABLE and the next
+ * send cancels it inside nanomsg (REQ drops a late reply to a cancelled
+ * request). The socket's NN_RCVFD sits on the loop. The host record and
+ * the peer's epoch are read again before each send, so a re-registration
+ * at another address or a revoked key takes effect at the next request.
+ *
+ * Every request ends through its callback exactly once, and never inside
+ * sched_agent_send: sends and immediate failures run from the agent's
+ * timer on the next loop iteration, so a caller never sees its callback
+ * re-enter it.
+ *
+ * Tests replace the sockets with a hook (sched_agent_set_hook) that
+ * receives each request and completes it when it likes.
+ *
+ * Neighbours: instance.c (the only caller), peers.c (the keys), host.c
+ * (the addresses), common/bus.c (the REQ client and its seal). */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "bus.h"
+#include "cleanup.h"
+#include "compute.h"
+#include "err.h"
+#include "log.h"
+#include "loop.h"
+#include "rpc.h"
+#include "scheduler.h"
+#include "seal.h"
+#include "store.h"
+#include "util.h"
+#include "host.pb-c.h"
+
+YUN_LOG_MODULE("sched.agent");
+
+#define AGENT_BUCKETS 1024
+#define HOST_ID_MAX 63
+
+struct sched_agent_request {
+    struct sched_agent_request *next;
+    char host_id[HOST_ID_MAX + 1];
+    Yun__Op op;
+    uint8_t *body;                    /* the packed Request */
+    size_t size;
+    uint8_t *payload;                 /* the operation's packed message (for the hook) */
+    size_t payload_size;
+    char request_id[YUN_REQUEST_ID_MAX + 1];
+    char *tag;
+    const ProtobufCMessageDescriptor *reply_desc;
+    sched_agent_done_fn done;
+    void *data;
+    void (*free_data)(void *);
+};
+
+struct agent_conn {
+    struct agent_conn *next;          /* hash chain */
+    struct sched_agents *agents;
+    char host_id[HOST_ID_MAX + 1];
+    char name[YUN_PEER_ID_MAX + 1];   /* the agent's peer id */
+    char *address;
+    uint32_t epoch;
+    struct yun_bus_client *bus;
+    int watch;                        /* NN_RCVFD watch, -1 */
+    int timer;                        /* deadline and kick timer, -1 */
+    struct sched_agent_request *inflight;
+    int64_t deadline_ms;
+    struct sched_agent_request *head, *tail;
+    size_t queued;
+};
+
+struct sched_agents {
+    struct sched *s;
+    struct agent_conn *buckets[AGENT_BUCKETS];
+    sched_agent_hook_fn hook;
+    void *hook_data;
+    struct sched_agent_request *held; /* kept by the hook */
+};
+
+static void
+message_freep(ProtobufCMessage **m)
+{
+    if (*m)
+        protobuf_c_message_free_unpacked(*m, NULL);
+}
+
+static size_t
+bucket_of(const char *id)
+{
+    uint32_t h = 2166136261u;
+    for (; *id; id++)
+        h = (h ^ (uint8_t)*id) * 16777619u;
+    return h % AGENT_BUCKETS;
+}
+
+static void
+request_free(struct sched_agent_request *r, bool release_data)
+{
+    if (!r)
+        return;
+    if (release_data && r->free_data)
+        r->free_data(r->data);
+    free(r->body);
+    free(r->payload);
+    free(r->tag);
+    free(r);
+}
+
+/* Calls back with the outcome and frees 'r'. */
+static void
+request_complete(struct sched *s, struct sched_agent_request *r, int error, const char *msg,
+                 const ProtobufCMessage *reply)
+{
+    struct sched_agent_result res = {
+        .host_id = r->host_id,
+        .op = r->op,
+        .request_id = r->request_id,
+        .error = error,
+        .error_message = msg ? msg : "",
+        .reply = error ? NULL : reply,
+    };
+    if (error)
+        log_req(YUN_LOG_INFO, r->request_id, error, "agent request failed host=%s op=%d: %s",
+                r->host_id, (int)r->op, msg && *msg ? msg : yun_strerror(error));
+    r->done(s, &res, r->data);
+    request_free(r, true);
+}
+
+/* --- connections ------------------------------------------------------------- */
+
+static struct agent_conn *
+conn_find(struct sched_agents *a, const char *host_id)
+{
+    for (struct agent_conn *c = a->buckets[bucket_of(host_id)]; c; c = c->next)
+        if (strcmp(c->host_id, host_id) == 0)
+            return c;
+    return NULL;
+}
+
+static void
+conn_close_bus(struct agent_conn *c)
+{
+    struct sched *s = c->agents->s;
+    if (c->watch >= 0 && s->loop)
+        (void)yun_loop_remove_fd(s->loop, c->watch);
+    c->watch = -1;
+    c->bus = yun_bus_client_free(c->bus);
+}
+
+static int64_t on_timer(struct yun_loop *loop, int id, void *data);
+static void on_readable(struct yun_loop *loop, int id, int fd, uint32_t events, void *data);
+
+static struct agent_conn *
+conn_get(struct sched_agents *a, const char *host_id)
+{
+    struct agent_conn *c = conn_find(a, host_id);
+    if (c)
+        return c;
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->agents = a;
+    snprintf(c->host_id, sizeof c->host_id, "%s", host_id);
+    c->watch = -1;
+    c->timer = yun_loop_add_timer(a->s->loop, -1, on_timer, c, NULL);
+    if (c->timer < 0) {
+        free(c);
+        return NULL;
+    }
+    size_t b = bucket_of(host_id);
+    c->next = a->buckets[b];
+    a->buckets[b] = c;
+    return c;
+}
+
+static void
+conn_free(struct agent_conn *c)
+{
+    struct sched *s = c->agents->s;
+    conn_close_bus(c);
+    if (c->timer >= 0 && s->loop)
+        (void)yun_loop_remove_timer(s->loop, c->timer);
+    request_free(c->inflight, true);
+    while (c->head) {
+        struct sched_agent_request *r = c->head;
+        c->head = r->next;
+        request_free(r, true);
+    }
+    free(c->address);
+    free(c);
+}
+
+/* Reads the host's address and name and its peer's epoch, and (re)opens
+ * the REQ socket when one changed. On failure states why in 'msg'. */
+static int
+conn_refresh(struct agent_conn *c, char *msg, size_t msg_size)
+{
+    struct sched *s = c->agents->s;
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(s->store, false, &txn);
+    if (r < 0)
+        return r;
+    ProtobufCMessage *m = NULL;
+    r = yun_txn_get_msg(txn, "hosts", c->host_id, &yun__host_record__descriptor, &m);
+    if (r == -ENOENT) {
+        snprintf(msg, msg_size, "Host '%s' is not registered.", c->host_id);
+        return YUN_E_NOHOST;
+    }
+    if (r < 0)
+        return r;
+    _cleanup_(message_freep) ProtobufCMessage *hm = m;
+    const Yun__HostRecord *h = (const Yun__HostRecord *)hm;
+    if (!*h->address) {
+        snprintf(msg, msg_size, "The agent of host '%s' has no command address.", h->name);
+        return YUN_E_UNREACHABLE;
+    }
+    ProtobufCMessage *pm = NULL;
+    r = yun_txn_get_msg(txn, "peers", h->name, &yun__peer_record__descriptor, &pm);
+    if (r == -ENOENT) {
+        snprintf(msg, msg_size, "The agent of host '%s' has no key.", h->name);
+        return YUN_E_UNKNOWN_PEER;
+    }
+    if (r < 0)
+        return r;
+    uint32_t epoch = ((Yun__PeerRecord *)pm)->epoch;
+    bool is_agent = ((Yun__PeerRecord *)pm)->kind == YUN__PEER_RECORD__KIND__KIND_AGENT;
+    protobuf_c_message_free_unpacked(pm, NULL);
+    if (!is_agent) {
+        snprintf(msg, msg_size, "Peer '%s' is not an agent.", h->name);
+        return YUN_E_UNKNOWN_PEER;
+    }
+    if (c->bus && epoch == c->epoch && strcmp(c->name, h->name) == 0 &&
+        strcmp(c->address, h->address) == 0)
+        return 0;
+
+    conn_close_bus(c);
+    free(c->address);
+    c->address = strdup(h->address);
+    if (!c->address)
+        return -ENOMEM;
+    snprintf(c->name, sizeof c->name, "%s", h->name);
+    c->epoch = epoch;
+    struct yun_key key;
+    r = yun_key_derive(s->secret, sizeof s->secret, c->name, epoch, &key);
+    if (r < 0)
+        return r;
+    struct yun_bus_client_options o = {
+        .url = c->address,
+        .self_id = "scheduler",
+        .key_id = c->name,
+        .key_epoch = epoch,
+        .key = &key,
+        .server_id = c->name,
+        .max_body = s->cfg.max_message_size,
+        .window_us = (uint64_t)s->cfg.message_window_s * 1000000u,
+        /* The deadline is ours (the timer); nanomsg's own re-send of a
+         * slow request comes only after it, so it never races the
+         * deadline (a re-send after a reconnect still happens at once). */
+        .timeout_ms = (int)(2 * (uint64_t)s->cfg.compute_agent_timeout_ms < INT32_MAX
+                                ? 2 * s->cfg.compute_agent_timeout_ms : INT32_MAX),
+    };
+    r = yun_bus_client_new(&o, &c->bus);
+    yun_wipe(&key, sizeof key);
+    if (r < 0) {
+        snprintf(msg, msg_size, "Cannot connect to the agent of host '%s' at '%s': %s.",
+                 c->name, c->address, yun_strerror(r));
+        return r;
+    }
+    int fd = yun_bus_client_fd(c->bus);
+    if (fd < 0) {
+        conn_close_bus(c);
+        return fd;
+    }
+    c->watch = yun_loop_add_fd(s->loop, fd, EPOLLIN, on_readable, c, NULL);
+    if (c->watch < 0) {
+        r = c->watch;
+        conn_close_bus(c);
+        return r;
+    }
+    log_info("agent connection opened host=%s name=%s address=%s epoch=%u", c->host_id, c->name,
+             c->address, epoch);
+    return 0;
+}
+
+/* Sends queued requests until one is in flight or the queue is empty;
+ * requests that cannot go fail through their callbacks. */
+static void
+conn_pump(struct agent_conn *c)
+{
+    struct sched *s = c->agents->s;
+    while (!c->inflight && c->head) {
+        struct sched_agent_request *r = c->head;
+        c->head = r->next;
+        if (!c->head)
+            c->tail = NULL;
+        c->queued--;
+        r->next = NULL;
+        char msg[512] = "";
+        int e = conn_refresh(c, msg, sizeof msg);
+        if (e >= 0) {
+            e = yun_bus_client_send(c->bus, r->request_id, NULL, 0, r->body, r->size);
+            if (e < 0)
+                snprintf(msg, sizeof msg, "Cannot send to the agent of host '%s': %s.",
+                         c->name, yun_strerror(e));
+        }
+        if (e < 0) {
+            request_complete(s, r, e, msg, NULL);
+            continue;
+        }
+        c->inflight = r;
+        c->deadline_ms = yun_now_ms() + s->cfg.compute_agent_timeout_ms;
+        (void)yun_loop_update_timer(s->loop, c->timer, s->cfg.compute_agent_timeout_ms);
+        log_req(YUN_LOG_DEBUG, r->request_id, 0, "agent request sent host=%s op=%d", c->host_id,
+                (int)r->op);
+    }
+}
+
+static int64_t
+on_timer(struct yun_loop *loop, int id, void *data)
+{
+    struct agent_conn *c = data;
+    struct sched *s = c->agents->s;
+    (void)yun_loop_update_timer(loop, id, -1);
+    if (c->inflight && yun_now_ms() >= c->deadline_ms) {
+        struct sched_agent_request *r = TAKE_PTR(c->inflight);
+        char msg[256];
+        snprintf(msg, sizeof msg, "The agent of host '%s' did not answer within %u ms.",
+                 *c->name ? c->name : c->host_id, s->cfg.compute_agent_timeout_ms);
+        request_complete(s, r, YUN_E_UNREACHABLE, msg, NULL);
+    } else if (c->inflight) {
+        (void)yun_loop_update_timer(loop, id, c->deadline_ms - yun_now_ms());
+        return 0;
+    }
+    conn_pump(c);
+    return 0;
+}
+
+static void
+on_readable(struct yun_loop *loop, int id, int fd, uint32_t events, void *data)
+{
+    struct agent_conn *c = data;
+    struct sched *s = c->agents->s;
+    if (!c->bus)
+        return;
+    uint8_t *body = NULL;
+    size_t size = 0;
+    int r = yun_bus_client_recv(c->bus, &body, &size);
+    if (r == -EAGAIN)
+        return;
+    if (!c->inflight) {
+        /* A reply after its deadline: read it, or the fd stays readable. */
+        free(body);
+        log_debug("late agent reply dropped host=%s", c->host_id);
+        return;
+    }
+    struct sched_agent_request *req = TAKE_PTR(c->inflight);
+    (void)yun_loop_update_timer(loop, c->timer, -1);
+    if (r < 0) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "The reply of the agent of host '%s' was refused: %s.",
+                 c->name, yun_strerror(r));
+        request_complete(s, req, r, msg, NULL);
+    } else {
+        ProtobufCMessage *reply = NULL;
+        _cleanup_free_ char *errmsg = NULL;
+        r = yun_rpc_unpack_reply(body, size, req->reply_desc, &reply, &errmsg);
+        free(body);
+        request_complete(s, req, r, errmsg, reply);
+        if (reply)
+            protobuf_c_message_free_unpacked(reply, NULL);
+    }
+    conn_pump(c);
+}
+
+/* --- the API -------------------------------------------------------------------- */
+
+int
+sched_agent_send(struct sched *s, const char *host_id, Yun__Op op,
+                 const ProtobufCMessage *req, const ProtobufCMessageDescriptor *reply_desc,
+                 const char *request_id, const char *tag, sched_agent_done_fn done, void *data,
+                 void (*free_data)(void *))
+{
+    struct sched_agents *a = s->compute ? s->compute->agents : NULL;
+    int r = 0;
+    if (!a || (!a->hook && !s->loop))
+        r = -ENOTCONN;
+    else if (!host_id || !*host_id || strlen(host_id) > HOST_ID_MAX ||
+             (request_id && strlen(request_id) > YUN_REQUEST_ID_MAX))
+        r = -EINVAL;
+    struct sched_agent_request *q = r < 0 ? NULL : calloc(1, sizeof *q);
+    if (r >= 0 && !q)
+        r = -ENOMEM;
+    if (r >= 0) {
+        snprintf(q->host_id, sizeof q->host_id, "%s", host_id);
+        q->op = op;
+        q->reply_desc = reply_desc;
+        q->done = done;
+        q->data = data;
+        q->free_data = free_data;
+        if (request_id)
+            snprintf(q->request_id, sizeof q->request_id, "%s", request_id);
+        else
+            yun_request_id_new(q->request_id);
+        if (tag && !(q->tag = strdup(tag)))
+            r = -ENOMEM;
+    }
+    if (r >= 0) {
+        q->payload_size = protobuf_c_message_get_packed_size(req);
+        q->payload = malloc(q->payload_size + 1);
+        if (!q->payload)
+            r = -ENOMEM;
+        else
+            protobuf_c_message_pack(req, q->payload);
+    }
+    if (r >= 0)
+        r = yun_rpc_pack_request(op, req, s->cfg.compute_agent_timeout_ms, &q->body, &q->size);
+    if (r >= 0 && a->hook) {
+        r = a->hook(s, q, q->host_id, op, q->payload, q->payload_size, a->hook_data);
+        if (r >= 0) {
+            q->next = a->held;
+            a->held = q;
+            return 0;
+        }
+    } else if (r >= 0) {
+        struct agent_conn *c = conn_get(a, host_id);
+        if (!c)
+            r = -ENOMEM;
+        else if (c->queued >= s->cfg.compute_agent_queue_max)
+            r = -EBUSY;
+        if (r >= 0) {
+            if (c->tail)
+                c->tail->next = q;
+            else
+                c->head = q;
+            c->tail = q;
+            c->queued++;
+            /* Sent from the timer: the callback never runs inside this call. */
+            if (!c->inflight)
+                (void)yun_loop_update_timer(s->loop, c->timer, 0);
+            return 0;
+        }
+    }
+    if (q) {
+        q->free_data = NULL;
+        request_free(q, false);
+    }
+    if (free_data)
+        free_data(data);
+    return r;
+}
+
+bool
+sched_agent_busy(struct sched *s, const char *host_id, const char *tag)
+{
+    struct sched_agents *a = s->compute ? s->compute->agents : NULL;
+    if (!a)
+        return false;
+    for (struct sched_agent_request *r = a->held; r; r = r->next)
+        if (r->tag && strcmp(r->tag, tag) == 0 && strcmp(r->host_id, host_id) == 0)
+            return true;
+    struct agent_conn *c = conn_find(a, host_id);
+    if (!c)
+        return false;
+    if (c->inflight && c->inflight->tag && strcmp(c->inflight->tag, tag) == 0)
+        return true;
+    for (struct sched_agent_request *r = c->head; r; r = r->next)
+        if (r->tag && strcmp(r->tag, tag) == 0)
+            return true;
+    return false;
+}
+
+struct sched_agents *
+sched_agents_new(struct sched *s)
+{
+    struct sched_agents *a = calloc(1, sizeof *a);
+    if (a)
+        a->s = s;
+    return a;
+}
+
+struct sched_agents *
+sched_agents_free(struct sched_agents *a)
+{
+    if (!a)
+        return NULL;
+    for (size_t b = 0; b < AGENT_BUCKETS; b++)
+        while (a->buckets[b]) {
+            struct agent_conn *c = a->buckets[b];
+            a->buckets[b] = c->next;
+            conn_free(c);
+        }
+    while (a->held) {
+        struct sched_agent_request *r = a->held;
+        a->held = r->next;
+        request_free(r, true);
+    }
+    free(a);
+    return NULL;
+}
+
+void
+sched_agent_set_hook(struct sched *s, sched_agent_hook_fn hook, void *data)
+{
+    struct sched_agents *a = s->compute ? s->compute->agents : NULL;
+    if (!a)
+        return;
+    a->hook = hook;
+    a->hook_data = data;
+}
+
+void
+sched_agent_request_finish(struct sched *s, struct sched_agent_request *r, int error,
+                           const char *error_message, const ProtobufCMessage *reply)
+{
+    struct sched_agents *a = s->compute->agents;
+    for (struct sched_agent_request **p = &a->held; *p; p = &(*p)->next)
+        if (*p == r) {
+            *p = r->next;
+            break;
+        }
+    r->next = NULL;
+    request_complete(s, r, error, error_message, reply);
+}
