@@ -139,7 +139,10 @@ yun image download raw1 --file "$T/long"
 cmp "$T/raw.img" "$T/long" || fail "a longer file was not replaced"
 # A corrupt prefix is caught by the sha512 of the whole file.
 head -c "$half" "$T/raw.img" >"$T/corrupt"
-printf 'X' | dd of="$T/corrupt" bs=1 seek=1000 conv=notrunc status=none
+# Write a byte that differs from the one there (the image is random bytes).
+byte=$(od -An -tx1 -j 1000 -N 1 "$T/corrupt" | tr -d ' ')
+if [ "$byte" = 58 ]; then flip=Y; else flip=X; fi
+printf '%s' "$flip" | dd of="$T/corrupt" bs=1 seek=1000 conv=notrunc status=none
 set +e
 out=$(yun image download raw1 --file "$T/corrupt" 2>&1)
 rc=$?
