@@ -90,7 +90,10 @@ kill -TERM "$agent_pid"
 wait "$agent_pid" 2>/dev/null || true
 
 # --- A file corrupted on disk is found and fetched again. ------------------
-printf 'X' | dd of="$CACHE/$a_sha" bs=1 seek=1000000 conv=notrunc status=none
+# A byte that differs from the one there (the image is random bytes).
+byte=$(od -An -tx1 -j 1000000 -N 1 "$CACHE/$a_sha" | tr -d ' ')
+if [ "$byte" = 58 ]; then flip=Y; else flip=X; fi
+printf '%s' "$flip" | dd of="$CACHE/$a_sha" bs=1 seek=1000000 conv=notrunc status=none
 path=$(fetch_image "$a_id") || fail "fetch-image of a corrupt cached file failed"
 cmp "$T/a.img" "$path" || fail "the corrupt file was handed out"
 grep -q 'cached image file failed verification' "$LOG" || fail "no verification failure logged"
