@@ -348,7 +348,8 @@ cli_auth_prepare(struct cli *cli, Yun__Op op, const char **ret_token)
 bool
 cli_auth_retry(struct cli *cli, int r)
 {
-    if (r != YUN_E_TOKEN_INVALID && r != YUN_E_TOKEN_EXPIRED && r != YUN_E_TOKEN_REVOKED)
+    if (r != YUN_E_TOKEN_INVALID && r != YUN_E_TOKEN_EXPIRED && r != YUN_E_TOKEN_REVOKED &&
+        r != YUN_E_TOKEN_KEY)
         return false;
     if (!cli->token_from_cache || !env_has_credentials())
         return false;
@@ -360,7 +361,8 @@ cli_auth_retry(struct cli *cli, int r)
 const char *
 cli_auth_hint(const struct cli *cli, int r)
 {
-    if (r == YUN_E_TOKEN_INVALID || r == YUN_E_TOKEN_EXPIRED || r == YUN_E_TOKEN_REVOKED)
+    if (r == YUN_E_TOKEN_INVALID || r == YUN_E_TOKEN_EXPIRED || r == YUN_E_TOKEN_REVOKED ||
+        r == YUN_E_TOKEN_KEY)
         return "log in again with 'yun login', or set YUN_USERNAME and YUN_PASSWORD_FILE";
     if (r == YUN_E_DENIED && !cli->token)
         return "log in with 'yun login', or set YUN_USERNAME and YUN_PASSWORD_FILE";
@@ -482,7 +484,7 @@ cmd_logout(struct cli *cli, int argc, char **argv)
         protobuf_c_message_free_unpacked(m, NULL);
     /* A token the scheduler refuses anyway is as good as revoked. */
     if (r == 0 || err == YUN_E_TOKEN_EXPIRED || err == YUN_E_TOKEN_REVOKED ||
-        err == YUN_E_TOKEN_INVALID) {
+        err == YUN_E_TOKEN_INVALID || err == YUN_E_TOKEN_KEY) {
         token_forget();
         fprintf(stderr, "yun: logged out%s\n", r == 0 ? "" : " (the token was no longer valid)");
         return 0;

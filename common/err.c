@@ -31,6 +31,8 @@ static const struct {
     { YUN_E_AUTH, "YUN_E_AUTH", "authentication failed: wrong user name or password" },
     { YUN_E_TOKEN_INVALID, "YUN_E_TOKEN_INVALID",
       "authentication failed: the token is not valid" },
+    { YUN_E_TOKEN_KEY, "YUN_E_TOKEN_KEY",
+      "token refused: sealed with a key this cloud does not hold (rotated out, or another cloud's)" },
     { YUN_E_TOKEN_EXPIRED, "YUN_E_TOKEN_EXPIRED",
       "authentication failed: the token has expired" },
     { YUN_E_TOKEN_REVOKED, "YUN_E_TOKEN_REVOKED",

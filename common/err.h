@@ -26,11 +26,12 @@ enum yun_err {
     YUN_E_CHECKSUM = -10017,    /* data does not match its expected checksum or size */
     YUN_E_BADIMAGE = -10018,    /* image content refused by the format inspector */
     YUN_E_AUTH = -10019,        /* wrong user name or password */
-    YUN_E_TOKEN_INVALID = -10020, /* token not issued by us, altered, or its key retired */
+    YUN_E_TOKEN_INVALID = -10020, /* not a token, or altered */
     YUN_E_TOKEN_EXPIRED = -10021, /* token past its expiry time */
     YUN_E_TOKEN_REVOKED = -10022, /* token on the revocation list */
     YUN_E_NOVALIDHOST = -10023,  /* no host can take the instance (placement) */
-    _YUN_E_LAST = -10024,
+    YUN_E_TOKEN_KEY = -10024,    /* token sealed with a key this cloud does not hold */
+    _YUN_E_LAST = -10025,
 };
 
 /* Returns a static, human-readable sentence for 'r' (negative errno or

@@ -604,9 +604,12 @@ yun_token_validate(const struct yun_token_keys *keys, const char *token, uint64_
     if (size < HEADER_SIZE + YUN_TAG_SIZE || bin[0] != TOKEN_VERSION)
         return YUN_E_TOKEN_INVALID;
     uint32_t id = get_be32(bin + 1);
+    /* A key id we do not hold is a token of another cloud or of a key
+     * rotated out: said apart from an altered token, whose key we hold
+     * but whose seal does not open. */
     const struct token_key *k = key_by_id(keys, id);
     if (!k)
-        return YUN_E_TOKEN_INVALID;
+        return YUN_E_TOKEN_KEY;
 
     uint8_t plain[PAYLOAD_MAX];
     size_t sealed_size = size - HEADER_SIZE;

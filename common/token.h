@@ -33,7 +33,7 @@
  * then the secondary keys with the lowest indexes are deleted until at
  * most 'max_active' keys (staged and primary included) remain. So a token
  * issued with the primary key of the moment survives 'max_active' - 2
- * rotations and is refused (YUN_E_TOKEN_INVALID) after 'max_active' - 1.
+ * rotations and is refused (YUN_E_TOKEN_KEY) after 'max_active' - 1.
  * With max_active = 3, starting from {0 staged, 1 primary}:
  *     issue T with key 1;  rotate -> {0, 1, 2 primary}: T validates;
  *                          rotate -> {0, 2, 3 primary}: key 1 is gone,

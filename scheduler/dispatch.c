@@ -531,7 +531,8 @@ authenticate(struct sched_call *call, const struct sched_op *op, struct yun_toke
     if (r < 0) {
         const char *why = r == YUN_E_TOKEN_EXPIRED ? "has expired"
                           : r == YUN_E_TOKEN_REVOKED ? "has been revoked"
-                                                      : "is not valid";
+                          : r == YUN_E_TOKEN_KEY ? "was sealed with a key this cloud no longer holds"
+                                                 : "is not valid";
         sched_call_error(call, r, "Authentication failed: the token %s; log in again.", why);
         log_req(YUN_LOG_NOTICE, call->req, r, "authentication failed op=%s peer=%s", op->name,
                 peer_name(call));

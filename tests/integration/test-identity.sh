@@ -194,7 +194,7 @@ S rotate-keys >/dev/null
 sleep 1.5
 yun image list >/dev/null || fail "the CLI did not log in again after two rotations"
 [ "$(tok)" != "$t0" ] || fail "the token of two rotations ago still works"
-grep -q "error=YUN_E_TOKEN_INVALID" "$T/scheduler.log" || fail "the retired token was not refused"
+grep -q "error=YUN_E_TOKEN_KEY" "$T/scheduler.log" || fail "the retired token was not refused"
 pass "a token survives one key rotation, not two; the CLI logs in again"
 
 # --- set-password from another process --------------------------------------------

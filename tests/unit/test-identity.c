@@ -165,7 +165,8 @@ test_token_errors(void **state)
     _cleanup_free_ char *foreign = NULL;
     assert_int_equal(yun_token_issue(ok, &c, &foreign, NULL), 0);
     yun_token_keys_free(ok);
-    assert_int_equal(idf_use(fx, foreign, &msg), YUN_E_TOKEN_INVALID);
+    assert_int_equal(idf_use(fx, foreign, &msg), YUN_E_TOKEN_KEY);
+    idf_assert_contains(msg, "no longer holds");
     free(TAKE_PTR(msg));
 
     /* Expired: issued two hours ago for one. */
@@ -200,7 +201,8 @@ test_token_errors(void **state)
                                     YUN__OP__OP_PING, &pq.base, NULL, NULL, NULL), 0);
 
     /* Each refusal is audited with its own code. */
-    assert_int_equal(audited(fx, "image.list", "YUN_E_TOKEN_INVALID"), 3);
+    assert_int_equal(audited(fx, "image.list", "YUN_E_TOKEN_INVALID"), 2);
+    assert_int_equal(audited(fx, "image.list", "YUN_E_TOKEN_KEY"), 1);
     assert_int_equal(audited(fx, "image.list", "YUN_E_TOKEN_EXPIRED"), 1);
     assert_int_equal(audited(fx, "image.list", "YUN_E_TOKEN_REVOKED"), 1);
     assert_int_equal(audited(fx, "image.list", "YUN_E_DENIED"), 1);
@@ -226,7 +228,7 @@ test_rotation(void **state)
     /* Two: its key is gone; the token of the first rotation lives on. */
     assert_int_equal(yun_token_keys_rotate(fx->keys, fx->s.cfg.token_max_active_keys), 0);
     assert_int_equal(sched_identity_reload_keys(&fx->s), 0);
-    assert_int_equal(idf_use(fx, t, NULL), YUN_E_TOKEN_INVALID);
+    assert_int_equal(idf_use(fx, t, NULL), YUN_E_TOKEN_KEY);
     assert_int_equal(idf_use(fx, t2, NULL), 0);
 
     /* A broken repository keeps the keys loaded. */
