@@ -2,7 +2,9 @@
  * agent.h: the yun-agent daemon's shared state and what its modules offer
  * each other: config (config.c), inventory from libvirt and the host
  * (inventory.c), registration and heartbeats to the scheduler (report.c),
- * the base image cache (image-cache.c, its own header image-cache.h). */
+ * the base image cache (image-cache.c, its own header image-cache.h), the
+ * instances (vm.c, its own header vm.h) and the scheduler's commands and
+ * the instances' events (command.c). */
 #pragma once
 
 #include <stdbool.h>
@@ -19,6 +21,8 @@ struct yun_loop;
 struct yun_store;
 struct yun_bus_client;
 struct agent_image_cache;
+struct agent_vms;
+struct agent_command;
 
 struct agent_config {
     char *key_file;
@@ -38,6 +42,9 @@ struct agent_config {
     uint32_t image_fetch_chunk_kb;
     bool image_verify_every_use;
     uint32_t image_gc_interval_s;
+    char *listen_url;                  /* the command server (command.c) */
+    char *storage_pool;                /* libvirt pool of the instances' disks */
+    uint32_t shutdown_timeout_s;       /* graceful stop before power off */
 };
 
 extern const struct yun_cfg_key agent_config_table[];
@@ -82,6 +89,8 @@ struct agent {
     int report_timer;
     struct agent_image_cache *images;
     int64_t next_image_gc_ms;   /* when the periodic tick next runs the cache's GC */
+    struct agent_vms *vms;      /* the instances (vm.c) */
+    struct agent_command *cmd;  /* commands in, events out (command.c) */
 };
 
 /* inventory.c */
@@ -93,3 +102,15 @@ int agent_usage_read(struct agent *a, Yun__HostUsage *ret);
 const char *agent_scheduler_url(const struct agent *a);
 int agent_report_start(struct agent *a);
 void agent_report_stop(struct agent *a);
+
+/* command.c: the scheduler's commands (a bus server at agent.listen_url)
+ * and the instance events and start-up sync sent back (vm.h). */
+int agent_command_start(struct agent *a);
+void agent_command_stop(struct agent *a);
+/* report.c calls it when a registration is answered: the first one sends
+ * the instance sync, and commands are served once it is answered. */
+void agent_command_registered(struct agent *a);
+struct Yun__InstanceEvent;
+/* Queues an instance event (vm.c's) for the scheduler: sent in order,
+ * after the start-up sync, on the agent's event socket. */
+void agent_command_event(struct agent *a, const struct Yun__InstanceEvent *ev);

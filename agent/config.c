@@ -22,12 +22,21 @@ const struct yun_cfg_key agent_config_table[] = {
       "Most verbose level logged: err, warn, notice, info or debug."),
     K("agent", "heartbeat_interval_s", YUN_CFG_U32, heartbeat_interval_s, "5", 1, 3600,
       "Seconds between heartbeats to the scheduler."),
+    K("agent", "listen_url", YUN_CFG_STRING, listen_url, "tcp://127.0.0.1:7710", 0, 0,
+      "Where the scheduler's commands are served; reported to the scheduler as this host's "
+      "address, so it must be one the scheduler can reach."),
     K("agent", "request_timeout_ms", YUN_CFG_U32, request_timeout_ms, "5000", 100, 600000,
       "How long a request to the scheduler may go unanswered."),
     K("libvirt", "uri", YUN_CFG_STRING, libvirt_uri, "qemu:///system", 0, 0,
       "The libvirt connection; test:///default runs the same code with no VMs."),
     K("libvirt", "virt_type", YUN_CFG_STRING, virt_type, "qemu", 0, 0,
       "qemu (TCG, no hardware virtualisation) or kvm."),
+    K("libvirt", "storage_pool", YUN_CFG_STRING, storage_pool, "yun-instances", 0, 0,
+      "The libvirt directory pool at <state_dir>/instances that holds the instances' disks; "
+      "made if missing. Agents sharing one libvirtd need one each."),
+    K("libvirt", "shutdown_timeout_s", YUN_CFG_U32, shutdown_timeout_s, "60", 0, 3600,
+      "Seconds a stop or soft reboot waits for the guest (ACPI) before powering it off or "
+      "resetting it."),
     K("bus", "max_message_size", YUN_CFG_U32, max_message_size, "4194304", 4096, 268435456,
       "Largest message body in bytes; larger ones are refused by sender and receiver."),
     K("bus", "message_window_s", YUN_CFG_U32, message_window_s, "60", 1, 3600,

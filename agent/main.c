@@ -20,10 +20,12 @@
 #include "store.h"
 #include "util.h"
 #include "virt-event.h"
+#include "vm.h"
 
 YUN_LOG_MODULE("agent.main");
 
-static const char *const agent_store_dbs[] = { "self", AGENT_IMAGE_CACHE_DB, NULL };
+static const char *const agent_store_dbs[] = { "self", AGENT_IMAGE_CACHE_DB, AGENT_VM_DB,
+                                                 NULL };
 
 static void
 usage(FILE *out)
@@ -33,7 +35,7 @@ usage(FILE *out)
             "       yun-agent [OPTIONS] fetch-image IMAGE_ID\n"
             "\n"
             "Runs the compute agent of this host: reports its inventory to the\n"
-            "scheduler and (later) runs instances through libvirt.\n"
+            "scheduler and runs its instances through libvirt.\n"
             "\n"
             "fetch-image puts one image into this host's image cache, verified,\n"
             "and prints its path; run it while the agent is stopped.\n"
@@ -170,6 +172,14 @@ agent_run(struct agent *a)
     r = agent_images_start(a);
     if (r < 0)
         return r;
+    /* Commands are held until the instance sync that follows the first
+     * registration is answered; the instances' events go through it. */
+    r = agent_command_start(a);
+    if (r < 0)
+        return r;
+    r = agent_vm_start(a);
+    if (r < 0)
+        return r;
     log_notice("agent started name=%s libvirt=%s hypervisor=%s/%s cpus=%u memory_mb=%llu",
                a->key.id, a->cfg.libvirt_uri, a->inv.hypervisor_type, a->inv.hypervisor_version,
                a->inv.msg.cpus, (unsigned long long)a->inv.msg.memory_mb);
@@ -258,6 +268,9 @@ main(int argc, char **argv)
         fprintf(stderr, "yun-agent: stopped on an error (%s); see %s\n", yun_errname(r),
                 a.cfg.log_file);
 
+    /* Instances first: their last answers go out through the commands. */
+    agent_vm_stop(&a);
+    agent_command_stop(&a);
     agent_report_stop(&a);
     agent_images_stop(&a);
     if (a.conn)

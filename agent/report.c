@@ -103,7 +103,8 @@ send_register(struct agent *a)
     Yun__HostRegisterRequest q = YUN__HOST_REGISTER_REQUEST__INIT;
     cached_images(a, &q.cached_images, &q.n_cached_images);
     q.name = a->key.id;
-    q.address = (char *)"";
+    /* Where the scheduler sends commands (command.c). */
+    q.address = a->cfg.listen_url ? a->cfg.listen_url : (char *)"";
     q.inventory = &a->inv.msg;
     q.usage = &usage;
     q.host_id = a->host_id;
@@ -204,6 +205,7 @@ handle_reply(struct agent *a, enum agent_pending what, const uint8_t *body, size
             }
             a->registered = true;
             log_notice("registered with the scheduler host=%s name=%s", a->host_id, a->key.id);
+            agent_command_registered(a);
         }
     } else {
         Yun__HostHeartbeatReply *y = (Yun__HostHeartbeatReply *)m;

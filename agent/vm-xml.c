@@ -118,6 +118,14 @@ write_disk(struct xw *x, const struct agent_vm_spec *s)
         xw_end(x);
         xw_start(x, "source");
         xw_attr(x, "file", s->backing_path);
+        /* The base is a shared file of the image cache (0644 in a 0711
+         * directory: QEMU reads it as it is). Relabelled, it would change
+         * owner and ctime at every start and stop of any domain on it,
+         * and the cache would read it back whole before its next use. */
+        xw_start(x, "seclabel");
+        xw_attr(x, "model", "dac");
+        xw_attr(x, "relabel", "no");
+        xw_end(x);
         xw_end(x);
         xw_empty(x, "backingStore");
     }

@@ -96,7 +96,8 @@ start_agent() { # NAME [extra --set args...]
         -s "agent.key_file=$T/$name.key" -s "agent.state_dir=$T/agent-$name" \
         -s "agent.log_file=$T/agent-$name.log" -s agent.log_level=debug \
         -s agent.heartbeat_interval_s=1 -s agent.request_timeout_ms=1000 \
-        -s libvirt.uri=test:///default "$@" 2>>"$T/agent-$name.err" &
+        -s libvirt.uri=test:///default -s "agent.listen_url=ipc://$T/agent-$name.cmd" \
+        "$@" 2>>"$T/agent-$name.err" &
     AGENT_PID=$!
     PIDS+=("$AGENT_PID")
 }

@@ -96,8 +96,10 @@ out=$(yun server start web-1 2>&1)
 rc=$?
 set -e
 [ "$rc" = 1 ] && grep -q YUN_E_CONFLICT <<<"$out" || fail "start of an ACTIVE server: $rc $out"
+# A deleted server's name is free again; its id still shows the tombstone.
+id2=$(yun server show web-2 -f value -c id)
 yun server delete web-2 --wait || fail "delete"
-[ "$(yun server show web-2 -f value -c status)" = DELETED ] || fail "not DELETED"
+[ "$(yun server show "$id2" -f value -c status)" = DELETED ] || fail "not DELETED"
 pass "stop, start, reboot, hard reboot, wrong-state start refused, delete"
 
 delete_all
