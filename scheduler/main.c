@@ -427,6 +427,7 @@ main(int argc, char **argv)
         case 'O':
             if (kind) {
                 fprintf(stderr, "yun-scheduler: give one of --agent and --operator\n");
+                free(sets);
                 return 2;
             }
             kind = c == 'A' ? "agent" : "operator";
