@@ -296,3 +296,47 @@ yun_request_id_new(char ret[17])
     }
     yun_hex_encode(b, sizeof b, ret);
 }
+
+bool
+yun_text_is_valid(const char *s, size_t max)
+{
+    const uint8_t *p = (const uint8_t *)s;
+    size_t len = strlen(s);
+    if (len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len;) {
+        uint8_t c = p[i];
+        uint32_t cp;
+        size_t n;
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f)
+                return false;
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            cp = c & 0x1f;
+            n = 2;
+        } else if ((c & 0xf0) == 0xe0) {
+            cp = c & 0x0f;
+            n = 3;
+        } else if ((c & 0xf8) == 0xf0) {
+            cp = c & 0x07;
+            n = 4;
+        } else {
+            return false;
+        }
+        if (i + n > len)
+            return false;
+        for (size_t k = 1; k < n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = cp << 6 | (p[i + k] & 0x3f);
+        }
+        /* Overlong forms, surrogates, beyond Unicode, C1 controls. */
+        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+            (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff || (cp >= 0x80 && cp <= 0x9f))
+            return false;
+        i += n;
+    }
+    return true;
+}

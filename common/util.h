@@ -46,5 +46,10 @@ int yun_check_private_file(const char *path);
  * not starting with '-' or '.'. */
 bool yun_name_is_valid(const char *s, size_t max_len);
 
+/* True when 's' is 1..'max' bytes of valid UTF-8 with no control
+ * characters (C0, DEL, C1) and no overlong forms or surrogates: the rule
+ * for names and free text users give (image, server, flavor names). */
+bool yun_text_is_valid(const char *s, size_t max);
+
 /* Random request id, 16 hex chars. */
 void yun_request_id_new(char ret[17]);

@@ -56,8 +56,6 @@ struct sched_compute {
 /* --- flavor.c ------------------------------------------------------------ */
 
 /* Helpers the compute files share (flavor.c). */
-/* 1..'max' bytes of valid UTF-8 without control characters (C0, DEL, C1). */
-bool sched_compute_text_is_valid(const char *s, size_t max);
 /* Audits a mutating call that did not audit itself (a failure, whose
  * transaction was aborted, or a success that wrote no record) and marks
  * it audited; returns 'r'. */

@@ -45,50 +45,6 @@ YUN_LOG_MODULE("sched.flavor");
 
 /* --- shared helpers ---------------------------------------------------------- */
 
-bool
-sched_compute_text_is_valid(const char *s, size_t max)
-{
-    const uint8_t *p = (const uint8_t *)s;
-    size_t len = strlen(s);
-    if (len == 0 || len > max)
-        return false;
-    for (size_t i = 0; i < len;) {
-        uint8_t c = p[i];
-        uint32_t cp;
-        size_t n;
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return false;
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            cp = c & 0x1f;
-            n = 2;
-        } else if ((c & 0xf0) == 0xe0) {
-            cp = c & 0x0f;
-            n = 3;
-        } else if ((c & 0xf8) == 0xf0) {
-            cp = c & 0x07;
-            n = 4;
-        } else {
-            return false;
-        }
-        if (i + n > len)
-            return false;
-        for (size_t k = 1; k < n; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (p[i + k] & 0x3f);
-        }
-        /* Overlong forms, surrogates, beyond Unicode, C1 controls. */
-        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-            (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff || (cp >= 0x80 && cp <= 0x9f))
-            return false;
-        i += n;
-    }
-    return true;
-}
-
 int
 sched_compute_audit_end(struct sched_call *call, const char *operation, const char *target,
                         int r)
@@ -228,7 +184,7 @@ spec_key_is_valid(const char *k)
 static int
 check_create(struct sched_call *call, const Yun__FlavorCreateRequest *q)
 {
-    if (!sched_compute_text_is_valid(q->name, FLAVOR_NAME_MAX))
+    if (!yun_text_is_valid(q->name, FLAVOR_NAME_MAX))
         return sched_call_error(call, YUN_E_INVALID,
                                 "Flavor name '%.64s' is not 1 to %d bytes of text without "
                                 "control characters.", q->name, FLAVOR_NAME_MAX);
@@ -258,7 +214,7 @@ check_create(struct sched_call *call, const Yun__FlavorCreateRequest *q)
             return sched_call_error(call, YUN_E_INVALID,
                                     "Extra spec key '%.64s' is not 1 to %d characters of "
                                     "[A-Za-z0-9_:.-].", sp->key, FLAVOR_SPEC_KEY_MAX);
-        if (*sp->value && !sched_compute_text_is_valid(sp->value, FLAVOR_SPEC_VALUE_MAX))
+        if (*sp->value && !yun_text_is_valid(sp->value, FLAVOR_SPEC_VALUE_MAX))
             return sched_call_error(call, YUN_E_INVALID,
                                     "The value of extra spec '%s' is not at most %d bytes of "
                                     "text without control characters.", sp->key,

@@ -150,51 +150,6 @@ max_image_bytes(const struct sched *s)
 
 /* --- validation ----------------------------------------------------------- */
 
-/* 1..'max' bytes of valid UTF-8 without control characters (C0, DEL, C1). */
-static bool
-text_is_valid(const char *s, size_t max)
-{
-    const uint8_t *p = (const uint8_t *)s;
-    size_t len = strlen(s);
-    if (len == 0 || len > max)
-        return false;
-    for (size_t i = 0; i < len;) {
-        uint8_t c = p[i];
-        uint32_t cp;
-        size_t n;
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f)
-                return false;
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            cp = c & 0x1f;
-            n = 2;
-        } else if ((c & 0xf0) == 0xe0) {
-            cp = c & 0x0f;
-            n = 3;
-        } else if ((c & 0xf8) == 0xf0) {
-            cp = c & 0x07;
-            n = 4;
-        } else {
-            return false;
-        }
-        if (i + n > len)
-            return false;
-        for (size_t k = 1; k < n; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = cp << 6 | (p[i + k] & 0x3f);
-        }
-        /* Overlong forms, surrogates, beyond Unicode, C1 controls. */
-        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-            (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff || (cp >= 0x80 && cp <= 0x9f))
-            return false;
-        i += n;
-    }
-    return true;
-}
-
 static bool
 prop_key_is_valid(const char *k)
 {
@@ -235,7 +190,7 @@ check_formats(struct sched_call *call, const char *disk, const char *container)
 static int
 check_tag(struct sched_call *call, const char *tag)
 {
-    if (!text_is_valid(tag, IMAGE_TAG_MAX))
+    if (!yun_text_is_valid(tag, IMAGE_TAG_MAX))
         return sched_call_error(call, YUN_E_INVALID,
                                 "Tag '%.64s' is not 1 to %d bytes of text without control "
                                 "characters.", tag, IMAGE_TAG_MAX);
@@ -252,7 +207,7 @@ check_property(struct sched_call *call, const char *key, const char *value)
     if (in_list(key, reserved_keys))
         return sched_call_error(call, YUN_E_INVALID,
                                 "Property key '%s' is reserved for the image's own field.", key);
-    if (strlen(value) > IMAGE_PROP_VALUE_MAX || (*value && !text_is_valid(value, SIZE_MAX)))
+    if (strlen(value) > IMAGE_PROP_VALUE_MAX || (*value && !yun_text_is_valid(value, SIZE_MAX)))
         return sched_call_error(call, YUN_E_INVALID,
                                 "The value of property '%s' is not at most %d bytes of text "
                                 "without control characters.", key, IMAGE_PROP_VALUE_MAX);
@@ -581,7 +536,7 @@ static int
 image_create(struct sched_call *call, const Yun__ImageCreateRequest *q)
 {
     struct sched *s = call->s;
-    if (!text_is_valid(q->name, IMAGE_NAME_MAX))
+    if (!yun_text_is_valid(q->name, IMAGE_NAME_MAX))
         return sched_call_error(call, YUN_E_INVALID,
                                 "Image name '%.64s' is not 1 to %d bytes of text without "
                                 "control characters.", q->name, IMAGE_NAME_MAX);
@@ -1469,7 +1424,7 @@ sched_image_show(struct sched_call *call, const ProtobufCMessage *req)
 static int
 image_update(struct sched_call *call, const Yun__ImageUpdateRequest *q)
 {
-    if (*q->name && !text_is_valid(q->name, IMAGE_NAME_MAX))
+    if (*q->name && !yun_text_is_valid(q->name, IMAGE_NAME_MAX))
         return sched_call_error(call, YUN_E_INVALID,
                                 "Image name '%.64s' is not 1 to %d bytes of text without "
                                 "control characters.", q->name, IMAGE_NAME_MAX);

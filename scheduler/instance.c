@@ -1194,11 +1194,11 @@ check_metadata(struct sched_call *call, Yun__FlavorSpec *const *items, size_t n)
         return sched_call_error(call, YUN_E_INVALID, "A server has at most %d metadata items.",
                                 META_MAX);
     for (size_t k = 0; k < n; k++) {
-        if (!sched_compute_text_is_valid(items[k]->key, META_KEY_MAX))
+        if (!yun_text_is_valid(items[k]->key, META_KEY_MAX))
             return sched_call_error(call, YUN_E_INVALID,
                                     "Metadata key '%.64s' is not 1 to %d bytes of text without "
                                     "control characters.", items[k]->key, META_KEY_MAX);
-        if (*items[k]->value && !sched_compute_text_is_valid(items[k]->value, META_VALUE_MAX))
+        if (*items[k]->value && !yun_text_is_valid(items[k]->value, META_VALUE_MAX))
             return sched_call_error(call, YUN_E_INVALID,
                                     "The value of metadata '%s' is not at most %d bytes of text "
                                     "without control characters.", items[k]->key,
@@ -1323,7 +1323,7 @@ static int
 server_create(struct sched_call *call, const Yun__ServerCreateRequest *q)
 {
     struct sched *s = call->s;
-    if (!sched_compute_text_is_valid(q->name, NAME_MAX_LEN))
+    if (!yun_text_is_valid(q->name, NAME_MAX_LEN))
         return sched_call_error(call, YUN_E_INVALID,
                                 "Server name '%.64s' is not 1 to %d bytes of text without "
                                 "control characters.", q->name, NAME_MAX_LEN);
@@ -1346,10 +1346,10 @@ server_create(struct sched_call *call, const Yun__ServerCreateRequest *q)
         return sched_call_error(call, YUN_E_INVALID,
                                 "The user data is %zu bytes; at most %d are accepted.",
                                 q->user_data.len, USER_DATA_MAX);
-    if (*q->key_name && !sched_compute_text_is_valid(q->key_name, KEY_NAME_MAX))
+    if (*q->key_name && !yun_text_is_valid(q->key_name, KEY_NAME_MAX))
         return sched_call_error(call, YUN_E_INVALID, "Key name '%.64s' is not valid.",
                                 q->key_name);
-    if (*q->availability_zone && !sched_compute_text_is_valid(q->availability_zone, AZ_MAX))
+    if (*q->availability_zone && !yun_text_is_valid(q->availability_zone, AZ_MAX))
         return sched_call_error(call, YUN_E_INVALID, "Availability zone '%.64s' is not valid.",
                                 q->availability_zone);
     if (q->n_networks)
@@ -1932,7 +1932,7 @@ action_done(struct sched *s, const struct sched_agent_result *res, void *data)
 static int
 server_rename(struct sched_call *call, const Yun__ServerActionRequest *q)
 {
-    if (!sched_compute_text_is_valid(q->name, NAME_MAX_LEN))
+    if (!yun_text_is_valid(q->name, NAME_MAX_LEN))
         return sched_call_error(call, YUN_E_INVALID,
                                 "Server name '%.64s' is not 1 to %d bytes of text without "
                                 "control characters.", q->name, NAME_MAX_LEN);
@@ -2945,7 +2945,7 @@ reply_group(struct sched_call *call, const Yun__ServerGroupRecord *g)
 static int
 group_create(struct sched_call *call, const Yun__ServerGroupCreateRequest *q)
 {
-    if (!sched_compute_text_is_valid(q->name, NAME_MAX_LEN))
+    if (!yun_text_is_valid(q->name, NAME_MAX_LEN))
         return sched_call_error(call, YUN_E_INVALID,
                                 "Server group name '%.64s' is not 1 to %d bytes of text without "
                                 "control characters.", q->name, NAME_MAX_LEN);
