@@ -8,11 +8,11 @@ packages=(
     build-essential cmake pkg-config clang
     libvirt-dev libnanomsg-dev libprotobuf-c-dev protobuf-c-compiler
     liblmdb-dev libnl-3-dev libnl-route-3-dev libssl-dev libinih-dev
-    libjson-c-dev libcmocka-dev
+    libjson-c-dev libcmocka-dev libnftables-dev libmicrohttpd-dev
     # run: libvirt with QEMU, the tools the tests and the demo use
     libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
     linux-image-amd64 busybox-static cpio jq valgrind procps iproute2
-    openssh-client
+    openssh-client nftables dnsmasq-base dropbear-bin iperf3
 )
 
 missing=()
