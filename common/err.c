@@ -38,6 +38,8 @@ static const struct {
     { YUN_E_TOKEN_REVOKED, "YUN_E_TOKEN_REVOKED",
       "authentication failed: the token has been revoked" },
     { YUN_E_NOVALIDHOST, "YUN_E_NOVALIDHOST", "no valid host was found" },
+    { YUN_E_EXHAUSTED, "YUN_E_EXHAUSTED", "no free address or identifier is left in the pool" },
+    { YUN_E_INUSE, "YUN_E_INUSE", "the object is in use" },
 };
 
 const char *

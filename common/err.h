@@ -31,7 +31,9 @@ enum yun_err {
     YUN_E_TOKEN_REVOKED = -10022, /* token on the revocation list */
     YUN_E_NOVALIDHOST = -10023,  /* no host can take the instance (placement) */
     YUN_E_TOKEN_KEY = -10024,    /* token sealed with a key this cloud does not hold */
-    _YUN_E_LAST = -10025,
+    YUN_E_EXHAUSTED = -10025,    /* a pool is used up: addresses of a subnet, segment ids, MACs */
+    YUN_E_INUSE = -10026,        /* the object is in use (ports on a network, a group on ports) */
+    _YUN_E_LAST = -10027,
 };
 
 /* Returns a static, human-readable sentence for 'r' (negative errno or
