@@ -3,8 +3,11 @@
  * defaults run an all-in-one cloud on one machine. contrib/config/
  * scheduler.conf is `yun-scheduler --dump-config` and a test keeps it so. */
 #include <stddef.h>
+#include <string.h>
 
+#include "err.h"
 #include "scheduler.h"
+#include "util.h"
 
 #define K(sec, name, type, field, def, lo, hi, text)                                   \
     { sec, name, type, offsetof(struct sched_config, field), def, lo, hi, text }
@@ -94,6 +97,40 @@ const struct yun_cfg_key sched_config_table[] = {
       "status DELETED); 0 removes it at once."),
     K("compute", "sweep_interval_s", YUN_CFG_U32, compute_sweep_interval_s, "5", 1, 3600,
       "How often the scheduler looks for spawns and tasks that timed out."),
+    K("network", "default_network_type", YUN_CFG_STRING, network_default_type, "vxlan", 0, 0,
+      "The type of a network created without one: flat, vlan or vxlan."),
+    K("network", "physical_network", YUN_CFG_STRING, network_physical_network, "physnet1", 0,
+      0, "The physical network label of flat and vlan networks created without one; agents "
+      "map labels to interfaces."),
+    K("network", "vni_min", YUN_CFG_U32, network_vni_min, "1000", 1, 16777215,
+      "First VXLAN network identifier given to vxlan networks."),
+    K("network", "vni_max", YUN_CFG_U32, network_vni_max, "1999", 1, 16777215,
+      "Last VXLAN network identifier given to vxlan networks."),
+    K("network", "vlan_min", YUN_CFG_U32, network_vlan_min, "100", 1, 4094,
+      "First VLAN id given to vlan networks of a physical network."),
+    K("network", "vlan_max", YUN_CFG_U32, network_vlan_max, "199", 1, 4094,
+      "Last VLAN id given to vlan networks of a physical network."),
+    K("network", "vxlan_mtu", YUN_CFG_U32, network_vxlan_mtu, "1450", 68, 9000,
+      "MTU of vxlan networks created without one (1500 less the 50 bytes of VXLAN over IPv4)."),
+    K("network", "mtu", YUN_CFG_U32, network_mtu, "1500", 68, 9000,
+      "MTU of flat and vlan networks created without one."),
 };
+
+int
+sched_network_config_check(const struct sched_config *cfg, const char **ret_why)
+{
+    const char *t = cfg->network_default_type ? cfg->network_default_type : "";
+    if (strcmp(t, "flat") != 0 && strcmp(t, "vlan") != 0 && strcmp(t, "vxlan") != 0)
+        *ret_why = "network.default_network_type is not flat, vlan or vxlan";
+    else if (!yun_name_is_valid(cfg->network_physical_network, 64))
+        *ret_why = "network.physical_network is not 1 to 64 of [A-Za-z0-9._-]";
+    else if (cfg->network_vni_min > cfg->network_vni_max)
+        *ret_why = "network.vni_min is above network.vni_max";
+    else if (cfg->network_vlan_min > cfg->network_vlan_max)
+        *ret_why = "network.vlan_min is above network.vlan_max";
+    else
+        return 0;
+    return YUN_E_CONFIG;
+}
 
 const size_t sched_config_table_size = sizeof sched_config_table / sizeof sched_config_table[0];

@@ -32,6 +32,7 @@
 #include "dispatch-priv.h"
 #include "err.h"
 #include "log.h"
+#include "network.h"
 #include "pool.h"
 #include "rpc.h"
 #include "scheduler.h"
@@ -51,6 +52,7 @@ static int sched_ping(struct sched_call *call, const ProtobufCMessage *req);
 #define IMG_REQ(name) &yun__image_##name##__descriptor
 #define ID_REQ(name) &yun__##name##__descriptor
 #define CMP_REQ(name) &yun__##name##__descriptor
+#define NET_REQ(name) &yun__##name##__descriptor
 
 /* Who: the roles are the minimum, spelled out with what implies them. */
 #define READER (SCHED_ALLOW_READER | SCHED_ALLOW_MEMBER | SCHED_ALLOW_ADMIN)
@@ -197,6 +199,57 @@ const struct sched_op sched_ops[] = {
       READER, false, "name" },
     { YUN__OP__OP_KEYPAIR_DELETE, "keypair.delete", ID_REQ(keypair_ref), sched_keypair_delete,
       MEMBER, true, "name" },
+
+    /* Networks (network.h): readers list and show what their project
+     * sees (its own objects and shared networks), members change their
+     * project's; the handlers keep admin-only fields (shared, segment
+     * ids, bindings) to admins. */
+    { YUN__OP__OP_NETWORK_CREATE, "network.create", NET_REQ(network_create_request),
+      sched_network_create, MEMBER, true, "name" },
+    { YUN__OP__OP_NETWORK_LIST, "network.list", NET_REQ(network_list_request),
+      sched_network_list, READER, false, NULL },
+    { YUN__OP__OP_NETWORK_SHOW, "network.show", NET_REQ(network_ref),
+      sched_network_show, READER, false, "network" },
+    { YUN__OP__OP_NETWORK_UPDATE, "network.update", NET_REQ(network_update_request),
+      sched_network_update, MEMBER, true, "network" },
+    { YUN__OP__OP_NETWORK_DELETE, "network.delete", NET_REQ(network_ref),
+      sched_network_delete, MEMBER, true, "network" },
+    { YUN__OP__OP_SUBNET_CREATE, "subnet.create", NET_REQ(subnet_create_request),
+      sched_subnet_create, MEMBER, true, "network" },
+    { YUN__OP__OP_SUBNET_LIST, "subnet.list", NET_REQ(subnet_list_request),
+      sched_subnet_list, READER, false, NULL },
+    { YUN__OP__OP_SUBNET_SHOW, "subnet.show", NET_REQ(subnet_ref),
+      sched_subnet_show, READER, false, "subnet" },
+    { YUN__OP__OP_SUBNET_UPDATE, "subnet.update", NET_REQ(subnet_update_request),
+      sched_subnet_update, MEMBER, true, "subnet" },
+    { YUN__OP__OP_SUBNET_DELETE, "subnet.delete", NET_REQ(subnet_ref),
+      sched_subnet_delete, MEMBER, true, "subnet" },
+    { YUN__OP__OP_PORT_CREATE, "port.create", NET_REQ(port_create_request),
+      sched_port_create, MEMBER, true, "network" },
+    { YUN__OP__OP_PORT_LIST, "port.list", NET_REQ(port_list_request),
+      sched_port_list, READER, false, NULL },
+    { YUN__OP__OP_PORT_SHOW, "port.show", NET_REQ(port_ref),
+      sched_port_show, READER, false, "port" },
+    { YUN__OP__OP_PORT_UPDATE, "port.update", NET_REQ(port_update_request),
+      sched_port_update, MEMBER, true, "port" },
+    { YUN__OP__OP_PORT_DELETE, "port.delete", NET_REQ(port_ref),
+      sched_port_delete, MEMBER, true, "port" },
+    { YUN__OP__OP_SECURITY_GROUP_CREATE, "security_group.create", NET_REQ(security_group_create_request),
+      sched_security_group_create, MEMBER, true, "name" },
+    { YUN__OP__OP_SECURITY_GROUP_LIST, "security_group.list", NET_REQ(security_group_list_request),
+      sched_security_group_list, READER, false, NULL },
+    { YUN__OP__OP_SECURITY_GROUP_SHOW, "security_group.show", NET_REQ(security_group_ref),
+      sched_security_group_show, READER, false, "security_group" },
+    { YUN__OP__OP_SECURITY_GROUP_UPDATE, "security_group.update", NET_REQ(security_group_update_request),
+      sched_security_group_update, MEMBER, true, "security_group" },
+    { YUN__OP__OP_SECURITY_GROUP_DELETE, "security_group.delete", NET_REQ(security_group_ref),
+      sched_security_group_delete, MEMBER, true, "security_group" },
+    { YUN__OP__OP_SECURITY_GROUP_RULE_CREATE, "security_group_rule.create", NET_REQ(security_group_rule_create_request),
+      sched_security_group_rule_create, MEMBER, true, "security_group" },
+    { YUN__OP__OP_SECURITY_GROUP_RULE_DELETE, "security_group_rule.delete", NET_REQ(security_group_rule_ref),
+      sched_security_group_rule_delete, MEMBER, true, "rule" },
+    { YUN__OP__OP_SECURITY_GROUP_RULE_LIST, "security_group_rule.list", NET_REQ(security_group_rule_list_request),
+      sched_security_group_rule_list, READER, false, NULL },
 };
 const size_t sched_ops_count = ELEMENTSOF(sched_ops);
 
@@ -211,6 +264,7 @@ const Yun__Op sched_ops_unused[] = {
     YUN__OP__OP_AGENT_ACTION,
     YUN__OP__OP_AGENT_CONSOLE,
     YUN__OP__OP_AGENT_LIST,
+    YUN__OP__OP_AGENT_NETWORK_STATE,
 };
 const size_t sched_ops_unused_count = ELEMENTSOF(sched_ops_unused);
 

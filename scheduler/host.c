@@ -14,6 +14,7 @@
 #include "bus.h"
 #include "cleanup.h"
 #include "err.h"
+#include "ipam.h"
 #include "log.h"
 #include "placement.h"
 #include "scheduler.h"
@@ -133,6 +134,10 @@ sched_host_register(struct sched_call *call, const ProtobufCMessage *req)
         return sched_call_error(call, YUN_E_DENIED,
                                 "Agent '%s' may not register host '%s'.", call->peer->key_id,
                                 q->name);
+    uint32_t tunnel;
+    if (*q->tunnel_ip && ipam_parse_addr(q->tunnel_ip, &tunnel) < 0)
+        return sched_call_error(call, YUN_E_INVALID,
+                                "Host '%s' sent a tunnel address that is not IPv4.", q->name);
     if (!inventory_is_valid(q->inventory) || strlen(q->address) > 255 ||
         q->heartbeat_interval_s == 0 || q->heartbeat_interval_s > 3600)
         return sched_call_error(call, YUN_E_INVALID, "Host '%s' sent an invalid inventory.",
@@ -179,6 +184,7 @@ sched_host_register(struct sched_call *call, const ProtobufCMessage *req)
     h.heartbeat_interval_s = q->heartbeat_interval_s;
     h.cached_images = q->cached_images;
     h.n_cached_images = q->n_cached_images;
+    h.tunnel_ip = q->tunnel_ip;
 
     r = yun_txn_put_msg(txn, "hosts", id, &h.base);
     if (r >= 0 && !old)

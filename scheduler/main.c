@@ -122,6 +122,10 @@ cmd_run(struct sched *s)
     int r = load_secret(s);
     if (r < 0)
         return r;
+    const char *why = NULL;
+    r = sched_network_config_check(&s->cfg, &why);
+    if (r < 0)
+        return log_err_errno(r, "invalid configuration: %s", why);
     r = sched_store_open(s);
     if (r < 0)
         return log_err_errno(r, "cannot open the state store '%s'", s->cfg.state_dir);

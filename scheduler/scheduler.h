@@ -71,6 +71,13 @@ struct sched_config {
     uint32_t compute_max_instances_per_project;
     uint32_t compute_deleted_retention_s;
     uint32_t compute_sweep_interval_s;
+    /* [network] (network.h) */
+    char *network_default_type;       /* flat | vlan | vxlan */
+    char *network_physical_network;   /* the label of flat and vlan networks by default */
+    uint32_t network_vni_min, network_vni_max;
+    uint32_t network_vlan_min, network_vlan_max;
+    uint32_t network_vxlan_mtu;
+    uint32_t network_mtu;             /* flat and vlan */
 };
 
 extern const struct yun_cfg_key sched_config_table[];
@@ -98,7 +105,15 @@ struct sched {
                            size_t size, void *data);
     void *deferred_reply_data;
     uint64_t next_deferred;
+    /* network.c: who hears that hosts' network state changed
+     * (network_set_changed_hook in network.h); NULL = nobody. */
+    void (*network_changed)(struct sched *s, const char *const *host_ids, size_t n, void *data);
+    void *network_changed_data;
 };
+
+/* The [network] keys that the table's ranges cannot check: 0, or
+ * YUN_E_CONFIG with a sentence in '*ret_why'. */
+int sched_network_config_check(const struct sched_config *cfg, const char **ret_why);
 
 /* The record databases of the scheduler's store. */
 extern const char *const sched_store_dbs[];

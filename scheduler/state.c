@@ -13,13 +13,17 @@
  * keypairs ("user_id NUL name"): identity, see docs/identity.md;
  * flavors, flavor_names, instances, instance_names, instance_hosts,
  * server_groups: compute (compute.h); claims and host_usage: placement
- * (placement.h). */
+ * (placement.h); networks, subnets, ports, security_groups,
+ * network_segments, port_macs, ip_allocations, default_security_groups:
+ * the network model (network.h). */
 const char *const sched_store_dbs[] = {
     "peers", "hosts", "host_names", "images", "image_names", "audit",
     "users", "user_names", "projects", "project_names", "assignments",
     "assignments_by_project", "revocations", "keypairs",
     "flavors", "flavor_names", "instances", "instance_names", "instance_hosts",
-    "server_groups", "claims", "host_usage", NULL,
+    "server_groups", "claims", "host_usage",
+    "networks", "subnets", "ports", "security_groups", "network_segments", "port_macs",
+    "ip_allocations", "default_security_groups", NULL,
 };
 
 int
