@@ -1052,7 +1052,8 @@ sched_subnet_create(struct sched_call *call, const ProtobufCMessage *req)
     _cleanup_free_ char **subnets = calloc(n.n_subnets + 1, sizeof *subnets);
     if (!subnets)
         return -ENOMEM;
-    memcpy(subnets, n.subnets, n.n_subnets * sizeof *subnets);
+    if (n.n_subnets)
+        memcpy(subnets, n.subnets, n.n_subnets * sizeof *subnets);
     subnets[n.n_subnets] = id;
     n.subnets = subnets;
     n.n_subnets++;

@@ -607,6 +607,7 @@ sched_port_create(struct sched_call *call, const ProtobufCMessage *req)
                                      i + 1);
                 break;
             }
+            ips[i].subnet_id = NULL;
             for (size_t j = 0; j < net->n_subnets && !ips[i].subnet_id; j++) {
                 _cleanup_msg_ ProtobufCMessage *sm = NULL;
                 struct ipam_cidr c;

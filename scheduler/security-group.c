@@ -517,7 +517,8 @@ sched_security_group_rule_create(struct sched_call *call, const ProtobufCMessage
     _cleanup_free_ Yun__SecurityGroupRule **rules = calloc(g->n_rules + 1, sizeof *rules);
     if (!rules)
         return -ENOMEM;
-    memcpy(rules, g->rules, g->n_rules * sizeof *rules);
+    if (g->n_rules)
+        memcpy(rules, g->rules, g->n_rules * sizeof *rules);
     rules[g->n_rules] = &rule;
     Yun__SecurityGroupRecord view = *g;
     view.rules = rules;
