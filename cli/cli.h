@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <protobuf-c/protobuf-c.h>
@@ -55,6 +56,10 @@ extern const struct cli_verb cli_role_verbs[];
 extern const struct cli_verb cli_keypair_verbs[];
 extern const struct cli_verb cli_flavor_verbs[];
 extern const struct cli_verb cli_server_verbs[];
+extern const struct cli_verb cli_network_verbs[];
+extern const struct cli_verb cli_subnet_verbs[];
+extern const struct cli_verb cli_port_verbs[];
+extern const struct cli_verb cli_security_verbs[];
 extern const struct cli_verb cli_login_command;
 extern const struct cli_verb cli_logout_command;
 
@@ -79,6 +84,10 @@ int cli_auth_prepare(struct cli *cli, Yun__Op op, const char **ret_token);
 bool cli_auth_retry(struct cli *cli, int r);
 const char *cli_auth_hint(const struct cli *cli, int r);
 void cli_auth_done(struct cli *cli);
+
+/* network.c: a cell holding a list of strings (a JSON array; joined by
+ * ", " in tables). */
+void cli_table_strv(struct cli_table *t, const char *key, char *const *v, size_t n);
 
 /* Prints a table with the global output options; returns the exit code. */
 int cli_print(struct cli *cli, struct cli_table *t);

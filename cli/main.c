@@ -32,6 +32,10 @@ static const struct cli_object cli_objects[] = {
     { "keypair", cli_keypair_verbs, "SSH keypairs of the user" },
     { "server", cli_server_verbs, "Servers (instances) and server groups" },
     { "flavor", cli_flavor_verbs, "Flavors: the sizes servers come in" },
+    { "network", cli_network_verbs, "Networks: flat, VLAN or VXLAN segments" },
+    { "subnet", cli_subnet_verbs, "IPv4 subnets of networks: ranges, gateways, pools" },
+    { "port", cli_port_verbs, "Ports: a MAC and addresses on a network" },
+    { "security", cli_security_verbs, "Security groups and their rules" },
     {},
 };
 
