@@ -19,6 +19,7 @@
 #include "err.h"
 #include "identity-priv.h"
 #include "log.h"
+#include "network.h"
 #include "password.h"
 #include "scheduler.h"
 #include "seal.h"
@@ -412,6 +413,14 @@ sched_project_delete(struct sched_call *call, const ProtobufCMessage *req)
     if (strcmp(p->name, SCHED_ADMIN_PROJECT) == 0)
         return sched_call_error(call, YUN_E_CONFLICT, "The '%s' project cannot be deleted.",
                                 SCHED_ADMIN_PROJECT);
+    /* Its network objects go first (its default group with it). */
+    r = network_project_delete(call->s, txn, p->id);
+    if (r == YUN_E_INUSE)
+        return sched_call_error(call, r,
+                                "Project '%s' still owns networks, ports or security groups: "
+                                "delete them first.", p->name);
+    if (r < 0)
+        return r;
     char prefix[YUN_TOKEN_ID_MAX + 2];
     int n = snprintf(prefix, sizeof prefix, "%s%c", p->id, 0);
     _cleanup_(key_list_done) struct key_list l = { 0 };

@@ -123,6 +123,10 @@ struct port_spec {
 int net_port_make(struct sched *s, struct sched_call *call, struct yun_txn *txn,
                   const Yun__NetworkRecord *net, const struct port_spec *spec,
                   Yun__PortRecord **ret);
+/* Makes sure 'net' has a DHCP port bound to 'host_id' with an address of
+ * each of its subnets with DHCP on, when it has such subnets. */
+int net_dhcp_port_sync(struct sched *s, struct yun_txn *txn, const Yun__NetworkRecord *net,
+                       const char *host_id);
 /* Deletes port 'p' with its addresses and MAC. */
 int net_port_remove(struct yun_txn *txn, const Yun__PortRecord *p);
 /* Releases the address 'ip' of subnet 'subnet_id'. */

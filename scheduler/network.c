@@ -738,6 +738,20 @@ check_owner(struct sched_call *call, const struct net_kind *k, const ProtobufCMe
                             k->what, net_msg_str(m, "id"));
 }
 
+struct foreign_ports {
+    const char *network_id;
+    const char *project;
+};
+
+static bool
+keep_foreign_port(struct yun_txn *txn, const ProtobufCMessage *m, void *data)
+{
+    const struct foreign_ports *fp = data;
+    const Yun__PortRecord *p = (const Yun__PortRecord *)m;
+    return strcmp(p->network_id, fp->network_id) == 0 && strcmp(p->project, fp->project) != 0 &&
+           strcmp(p->device_owner, NETWORK_DEVICE_OWNER_DHCP) != 0;
+}
+
 int
 sched_network_update(struct sched_call *call, const ProtobufCMessage *req)
 {
@@ -763,6 +777,19 @@ sched_network_update(struct sched_call *call, const ProtobufCMessage *req)
     if (r < 0)
         return r;
     Yun__NetworkRecord n = *(Yun__NetworkRecord *)m;
+    if (q->set_shared && !q->shared && n.shared) {
+        struct foreign_ports fp = { .network_id = n.id, .project = n.project };
+        ProtobufCMessage **items = NULL;
+        size_t np = 0;
+        r = net_collect(txn, &net_kind_port, keep_foreign_port, &fp, &items, &np);
+        net_free_all(items, np);
+        if (r < 0)
+            return r;
+        if (np)
+            return sched_call_error(call, YUN_E_INUSE,
+                                    "Network '%s' has %zu port%s of other projects: it stays "
+                                    "shared.", n.name, np, np == 1 ? "" : "s");
+    }
     if (*q->name)
         n.name = q->name;
     if (q->set_description)
@@ -770,11 +797,17 @@ sched_network_update(struct sched_call *call, const ProtobufCMessage *req)
     if (q->set_shared)
         n.shared = q->shared;
     n.updated_us = yun_wall_us();
+    struct net_hosts hosts = { 0 };
     r = net_store(txn, &net_kind_network, &n.base);
     if (r == 0)
+        r = net_hosts_of_network(txn, n.id, &hosts);
+    if (r == 0)
         r = sched_compute_commit_audited(call, &txn, "network.update", n.id, NULL);
-    if (r < 0)
+    if (r < 0) {
+        net_hosts_done(&hosts);
         return r;
+    }
+    net_hosts_notify(call->s, &hosts);
     return network_reply(call, &n);
 }
 
@@ -1058,13 +1091,25 @@ sched_subnet_create(struct sched_call *call, const ProtobufCMessage *req)
     n.subnets = subnets;
     n.n_subnets++;
     n.updated_us = now;
+    struct net_hosts hosts = { 0 };
     r = net_store(txn, &net_kind_subnet, &sn.base);
     if (r == 0)
         r = net_store(txn, &net_kind_network, &n.base);
+    /* Hosts already wired to the network get DHCP on the new subnet. */
+    if (r == 0)
+        r = net_hosts_of_network(txn, n.id, &hosts);
+    for (size_t i = 0; r == 0 && i < hosts.n; i++)
+        r = net_dhcp_port_sync(s, txn, &n, hosts.ids[i]);
+    if (r == YUN_E_EXHAUSTED)
+        r = sched_call_error(call, r, "Subnet '%s' has too few addresses for the DHCP ports "
+                             "of the hosts on network '%s'.", sn.cidr, n.name);
     if (r == 0)
         r = sched_compute_commit_audited(call, &txn, "subnet.create", id, NULL);
-    if (r < 0)
+    if (r < 0) {
+        net_hosts_done(&hosts);
         return r;
+    }
+    net_hosts_notify(s, &hosts);
     log_req(YUN_LOG_INFO, call->req, 0, "subnet created subnet=%s net=%s cidr=%s", id, n.id,
             sn.cidr);
     return subnet_reply(call, &sn);

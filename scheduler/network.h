@@ -138,6 +138,12 @@ int network_host_state(struct sched *s, struct yun_txn *txn, const char *host_id
  * hook it does nothing. */
 void network_hosts_changed(struct sched *s, const char *const *host_ids, size_t n);
 
+/* Before project 'project' is deleted (identity-admin.c, in its write
+ * transaction): YUN_E_INUSE while the project owns networks, subnets,
+ * ports or security groups other than its "default" group; else deletes
+ * that group. */
+int network_project_delete(struct sched *s, struct yun_txn *txn, const char *project);
+
 typedef void (*network_changed_fn)(struct sched *s, const char *const *host_ids, size_t n,
                                    void *data);
 /* Sets (or with NULL clears) the hook network_hosts_changed calls. */

@@ -877,10 +877,11 @@ port_create_for_instance(struct sched *s, struct yun_txn *txn, const char *proje
 }
 
 /* Makes sure network 'net' has a DHCP port bound to 'host_id' when one of
- * its subnets has DHCP on. */
-static int
-dhcp_port_ensure(struct sched *s, struct yun_txn *txn, const Yun__NetworkRecord *net,
-                 const char *host_id)
+ * its subnets has DHCP on, with an address of each such subnet (a subnet
+ * made after the port gets one too). */
+int
+net_dhcp_port_sync(struct sched *s, struct yun_txn *txn, const Yun__NetworkRecord *net,
+                   const char *host_id)
 {
     Yun__FixedIp ips[NET_SUBNETS_PER_NETWORK];
     Yun__FixedIp *ip_ptrs[NET_SUBNETS_PER_NETWORK];
@@ -911,9 +912,42 @@ dhcp_port_ensure(struct sched *s, struct yun_txn *txn, const Yun__NetworkRecord 
     int r = net_collect(txn, &net_kind_port, keep_port, &f, &items, &found);
     if (r < 0)
         return r;
+    if (found) {
+        /* Top up: an address of each DHCP subnet the port lacks. */
+        Yun__PortRecord *p = (Yun__PortRecord *)items[0];
+        Yun__FixedIp *all[NET_FIXED_IPS_MAX + NET_SUBNETS_PER_NETWORK];
+        Yun__FixedIp added[NET_SUBNETS_PER_NETWORK];
+        char addrs[NET_SUBNETS_PER_NETWORK][IPAM_ADDR_STR_SIZE];
+        size_t total = 0, n_added = 0;
+        for (size_t i = 0; i < p->n_fixed_ips && total < NET_FIXED_IPS_MAX; i++)
+            all[total++] = p->fixed_ips[i];
+        for (size_t i = 0; r == 0 && i < n; i++) {
+            bool has = false;
+            for (size_t j = 0; j < p->n_fixed_ips; j++)
+                if (strcmp(p->fixed_ips[j]->subnet_id, ips[i].subnet_id) == 0)
+                    has = true;
+            if (has)
+                continue;
+            r = ip_take(NULL, txn, net, ips[i].subnet_id, "", p->id, addrs[n_added]);
+            if (r < 0)
+                break;
+            yun__fixed_ip__init(&added[n_added]);
+            added[n_added].subnet_id = ips[i].subnet_id;
+            added[n_added].ip_address = addrs[n_added];
+            all[total++] = &added[n_added];
+            n_added++;
+        }
+        if (r == 0 && n_added) {
+            Yun__PortRecord view = *p;
+            view.fixed_ips = all;
+            view.n_fixed_ips = total;
+            view.updated_us = yun_wall_us();
+            r = net_store(txn, &net_kind_port, &view.base);
+        }
+        net_free_all(items, found);
+        return r;
+    }
     net_free_all(items, found);
-    if (found)
-        return 0;
     struct port_spec spec = {
         .project = net->project, .name = "", .description = "", .device_id = device,
         .device_owner = NETWORK_DEVICE_OWNER_DHCP, .host_id = host_id, .mac_address = "",
@@ -952,7 +986,7 @@ port_bind_host(struct sched *s, struct yun_txn *txn, const char *port_id, const 
     r = net_load(txn, &net_kind_network, p->network_id, &nm);
     if (r < 0)
         return r;
-    return dhcp_port_ensure(s, txn, (Yun__NetworkRecord *)nm, host_id);
+    return net_dhcp_port_sync(s, txn, (Yun__NetworkRecord *)nm, host_id);
 }
 
 static bool

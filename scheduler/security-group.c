@@ -657,3 +657,46 @@ sched_security_group_rule_list(struct sched_call *call, const ProtobufCMessage *
     net_free_all(items, n);
     return r;
 }
+
+static bool
+keep_owned(struct yun_txn *txn, const ProtobufCMessage *m, void *data)
+{
+    return strcmp(net_msg_str(m, "project"), data) == 0;
+}
+
+int
+network_project_delete(struct sched *s, struct yun_txn *txn, const char *project)
+{
+    static const struct net_kind *const kinds[] = {
+        &net_kind_network, &net_kind_subnet, &net_kind_port,
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        ProtobufCMessage **items = NULL;
+        size_t n = 0;
+        int r = net_collect(txn, kinds[i], keep_owned, (void *)project, &items, &n);
+        net_free_all(items, n);
+        if (r < 0)
+            return r;
+        if (n)
+            return YUN_E_INUSE;
+    }
+    ProtobufCMessage **groups = NULL;
+    size_t n = 0;
+    int r = net_collect(txn, &net_kind_group, keep_owned, (void *)project, &groups, &n);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        const Yun__SecurityGroupRecord *g = (const Yun__SecurityGroupRecord *)groups[i];
+        if (strcmp(g->name, NET_DEFAULT_GROUP) != 0)
+            r = YUN_E_INUSE;
+        else
+            r = yun_txn_del(txn, SCHED_DB_SECURITY_GROUPS, g->id, strlen(g->id));
+    }
+    net_free_all(groups, n);
+    if (r == 0) {
+        r = yun_txn_del(txn, SCHED_DB_DEFAULT_SECURITY_GROUPS, project, strlen(project));
+        if (r == -ENOENT)
+            r = 0;
+    }
+    return r;
+}

@@ -1042,6 +1042,77 @@ test_host_state(void **state)
     free_msg(other);
 }
 
+static void
+test_dhcp_late_subnet_and_project_delete(void **state)
+{
+    struct fixture *fx = *state;
+    put_host(fx, "host-a", "192.0.2.1");
+    Yun__NetworkRecord *n = mknet(fx, &P1, "net1", "vxlan", false);
+    assert_int_equal(subnet_ex(fx, &P1, "net1", "10.0.0.0/24", NULL, NULL, 0, false, NULL,
+                               NULL), 0);
+    struct yun_txn *txn = NULL;
+    Yun__PortRecord *p = NULL;
+    assert_int_equal(yun_txn_begin(fx->s.store, true, &txn), 0);
+    assert_int_equal(port_create_for_instance(&fx->s, txn, "p1", n->id, "vm1", &p), 0);
+    assert_int_equal(port_bind_host(&fx->s, txn, p->id, "host-a"), 0);
+    assert_int_equal(yun_txn_commit(txn), 0);
+    /* A second subnet: the host's DHCP port gets an address of it too. */
+    fx->n_changed = 0;
+    assert_int_equal(subnet_ex(fx, &P1, "net1", "10.1.0.0/24", NULL, NULL, 0, false, NULL,
+                               NULL), 0);
+    assert_int_equal(fx->n_changed, 1);
+    Yun__PortListRequest q = YUN__PORT_LIST_REQUEST__INIT;
+    q.device_id = (char *)"dhcp-host-a";
+    Yun__PortListReply *y = NULL;
+    assert_int_equal(run(fx, &P1, sched_port_list, &q, &yun__port_list_reply__descriptor, &y,
+                         NULL), 0);
+    assert_int_equal(y->n_ports, 1);
+    assert_int_equal(y->ports[0]->n_fixed_ips, 2);
+    assert_string_equal(y->ports[0]->fixed_ips[1]->ip_address, "10.1.0.2");
+    free_msg(y);
+    /* Only the owner's admin can unshare; a project with objects stays. */
+    assert_int_equal(yun_txn_begin(fx->s.store, true, &txn), 0);
+    assert_int_equal(network_project_delete(&fx->s, txn, "p1"), YUN_E_INUSE);
+    assert_int_equal(port_delete_for_instance(&fx->s, txn, "vm1"), 0);
+    assert_int_equal(yun_txn_commit(txn), 0);
+    Yun__NetworkRef ref = YUN__NETWORK_REF__INIT;
+    ref.network = n->id;
+    assert_int_equal(run(fx, &P1, sched_network_delete, &ref, NULL, NULL, NULL), 0);
+    assert_int_equal(db_count(fx, SCHED_DB_SECURITY_GROUPS), 1);
+    assert_int_equal(yun_txn_begin(fx->s.store, true, &txn), 0);
+    assert_int_equal(network_project_delete(&fx->s, txn, "p1"), 0);
+    assert_int_equal(yun_txn_commit(txn), 0);
+    assert_int_equal(db_count(fx, SCHED_DB_SECURITY_GROUPS), 0);
+    assert_int_equal(db_count(fx, SCHED_DB_DEFAULT_SECURITY_GROUPS), 0);
+    free_msg(p);
+    free_msg(n);
+}
+
+static void
+test_unshare_with_foreign_ports(void **state)
+{
+    struct fixture *fx = *state;
+    Yun__NetworkRecord *n = mknet(fx, &ADMIN, "public", "vxlan", true);
+    assert_int_equal(subnet_ex(fx, &ADMIN, "public", "10.0.0.0/24", NULL, NULL, 0, false, NULL,
+                               NULL), 0);
+    Yun__PortRecord *p = NULL;
+    assert_int_equal(port_ex(fx, &P2, "public", NULL, &p, NULL), 0);
+    Yun__NetworkUpdateRequest u = YUN__NETWORK_UPDATE_REQUEST__INIT;
+    u.network = (char *)"public";
+    u.set_shared = true;
+    u.shared = false;
+    char *msg = NULL;
+    assert_int_equal(run(fx, &ADMIN, sched_network_update, &u, NULL, NULL, &msg), YUN_E_INUSE);
+    assert_contains(msg, "other projects");
+    free(msg);
+    Yun__PortRef ref = YUN__PORT_REF__INIT;
+    ref.port = p->id;
+    assert_int_equal(run(fx, &P2, sched_port_delete, &ref, NULL, NULL, NULL), 0);
+    assert_int_equal(run(fx, &ADMIN, sched_network_update, &u, NULL, NULL, NULL), 0);
+    free_msg(p);
+    free_msg(n);
+}
+
 int
 main(void)
 {
@@ -1059,6 +1130,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_rules_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_visibility_shared, setup, teardown),
         cmocka_unit_test_setup_teardown(test_host_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dhcp_late_subnet_and_project_delete, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_unshare_with_foreign_ports, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
