@@ -653,6 +653,15 @@ sched_port_create(struct sched_call *call, const ProtobufCMessage *req)
     free_strs(groups, q->n_security_groups);
     if (r < 0)
         return r;
+    /* An admin's binding wires the host as port_bind_host does. */
+    if (*p->host_id && strcmp(p->device_owner, NETWORK_DEVICE_OWNER_DHCP) != 0) {
+        r = net_dhcp_port_sync(s, txn, net, p->host_id);
+        if (r == YUN_E_EXHAUSTED)
+            return sched_call_error(call, r, "No address is left for the DHCP port of host "
+                                    "'%s' on network '%s'.", p->host_id, net->name);
+        if (r < 0)
+            return r;
+    }
     struct net_hosts hosts = { 0 };
     r = notify_port(s, txn, p, NULL, 0, &hosts);
     if (r == 0)

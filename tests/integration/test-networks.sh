@@ -73,7 +73,8 @@ alice network set net-one --name net1 >/dev/null
 pass "network and subnet created with their defaults, renamed by name"
 
 before=$(state)
-expect_code YUN_E_INVALID "overlaps subnet" alice subnet create sub2 --network net1 --subnet-range 10.0.0.128/25
+expect_code YUN_E_INVALID "overlaps subnet" alice subnet create sub2 --network net1 \
+    --subnet-range 10.0.0.128/25
 expect_code YUN_E_INVALID "not a host address" alice subnet create sub2 --network net1 \
     --subnet-range 10.1.0.0/24 --gateway 10.2.0.1
 expect_fail "not a canonical" alice subnet create sub2 --network net1 --subnet-range 10.1.0.1/24
@@ -107,7 +108,8 @@ alice port create p-c --network tiny -f json >"$T/pc.json"
     fail "the released address was not reused"
 alice port create p-fixed --network net1 --fixed-ip ip-address=10.0.0.77 -f json >"$T/pf.json"
 [ "$(jq -r '.fixed_ips[0].ip_address' "$T/pf.json")" = 10.0.0.77 ] || fail "fixed address"
-expect_fail "in use" alice port create p-dup --network net1 --fixed-ip subnet=sub1,ip-address=10.0.0.77
+expect_code YUN_E_CONFLICT "in use" alice port create p-dup --network net1 \
+    --fixed-ip subnet=sub1,ip-address=10.0.0.77
 pass "ports get addresses and MACs; an exhausted pool refused; addresses released and reused"
 
 before=$(state)
@@ -130,8 +132,10 @@ alice security group rule create web --ingress --protocol tcp --dst-port 80:443 
 alice security group rule create web --protocol icmp --icmp-type 8 --remote-group default \
     >/dev/null
 before=$(state)
-expect_code YUN_E_INVALID "ends before" alice security group rule create web --protocol tcp --dst-port 90:80
-expect_code YUN_E_INVALID "1 to 65535" alice security group rule create web --protocol udp --dst-port 0:70000
+expect_code YUN_E_INVALID "ends before" alice security group rule create web --protocol tcp \
+    --dst-port 90:80
+expect_code YUN_E_INVALID "1 to 65535" alice security group rule create web --protocol udp \
+    --dst-port 0:70000
 expect_fail "has no ports" alice security group rule create web --protocol any --dst-port 22
 expect_fail "not both" alice security group rule create web --protocol tcp --dst-port 22 \
     --remote-ip 10.0.0.0/8 --remote-group default

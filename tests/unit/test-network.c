@@ -1097,6 +1097,22 @@ test_unshare_with_foreign_ports(void **state)
                                NULL), 0);
     Yun__PortRecord *p = NULL;
     assert_int_equal(port_ex(fx, &P2, "public", NULL, &p, NULL), 0);
+    /* An admin's port bound to a host brings the host's DHCP port. */
+    put_host(fx, "host-a", "192.0.2.1");
+    Yun__PortCreateRequest pq = YUN__PORT_CREATE_REQUEST__INIT;
+    pq.network = (char *)"public";
+    pq.host_id = (char *)"host-a";
+    fx->n_changed = 0;
+    assert_int_equal(run(fx, &ADMIN, sched_port_create, &pq, NULL, NULL, NULL), 0);
+    assert_int_equal(fx->n_changed, 1);
+    assert_int_equal(db_count(fx, SCHED_DB_PORTS), 3);
+    pq.host_id = (char *)"host-zz";
+    char *hmsg = NULL;
+    assert_int_equal(run(fx, &ADMIN, sched_port_create, &pq, NULL, NULL, &hmsg), YUN_E_NOHOST);
+    free(hmsg);
+    pq.host_id = (char *)"host-a";
+    assert_int_equal(run(fx, &P2, sched_port_create, &pq, NULL, NULL, &hmsg), YUN_E_DENIED);
+    free(hmsg);
     Yun__NetworkUpdateRequest u = YUN__NETWORK_UPDATE_REQUEST__INIT;
     u.network = (char *)"public";
     u.set_shared = true;
