@@ -459,6 +459,21 @@ segment_key(const char *type, uint32_t seg, uint8_t *buf)
     return len + 5;
 }
 
+/* The namespace of a network's segment id in "network_segments" (malloc'ed):
+ * "vxlan" (VNIs are cloud-wide), "vlan:<label>" (VLAN ids are per physical
+ * network) or "flat:<label>" with id 0 (a flat network owns its physical
+ * network: one per label). */
+static char *
+segment_namespace(const char *type, const char *physnet)
+{
+    char *ns = NULL;
+    if (strcmp(type, "vxlan") == 0)
+        return strdup(type);
+    if (asprintf(&ns, "%s:%s", type, physnet) < 0)
+        return NULL;
+    return ns;
+}
+
 /* Claims segment 'seg' of 'type' for network 'id': -EEXIST when taken. */
 static int
 segment_claim(struct yun_txn *txn, const char *type, uint32_t seg, const char *id)
@@ -607,13 +622,10 @@ sched_network_create(struct sched_call *call, const ProtobufCMessage *req)
     if (r < 0)
         return r;
     uint32_t seg = q->segmentation_id;
-    /* A flat network owns its physical network: one per label. */
-    const char *claim_type = strcmp(type, "vlan") == 0 ? physnet : type;
-    _cleanup_free_ char *flat_key = NULL;
+    _cleanup_free_ char *claim_type = segment_namespace(type, physnet);
+    if (!claim_type)
+        return -ENOMEM;
     if (strcmp(type, "flat") == 0) {
-        if (asprintf(&flat_key, "flat:%s", physnet) < 0)
-            return -ENOMEM;
-        claim_type = flat_key;
         seg = 0;
     } else if (!seg) {
         bool vx = strcmp(type, "vxlan") == 0;
@@ -820,15 +832,10 @@ keep_network_ports(struct yun_txn *txn, const ProtobufCMessage *m, void *data)
 static int
 network_release_segment(struct yun_txn *txn, const Yun__NetworkRecord *n)
 {
-    if (strcmp(n->network_type, "flat") == 0) {
-        _cleanup_free_ char *k = NULL;
-        if (asprintf(&k, "flat:%s", n->physical_network) < 0)
-            return -ENOMEM;
-        return segment_release(txn, k, 0);
-    }
-    return segment_release(txn, strcmp(n->network_type, "vlan") == 0 ? n->physical_network
-                                                                      : n->network_type,
-                           n->segmentation_id);
+    _cleanup_free_ char *ns = segment_namespace(n->network_type, n->physical_network);
+    if (!ns)
+        return -ENOMEM;
+    return segment_release(txn, ns, n->segmentation_id);
 }
 
 int

@@ -421,6 +421,25 @@ test_network_create_defaults(void **state)
                      YUN_E_CONFLICT);
     assert_contains(msg, "1000");
     free(msg);
+    /* VLAN ids are per physical network, apart from VNIs; one flat
+     * network per label. */
+    Yun__NetworkCreateRequest vq = YUN__NETWORK_CREATE_REQUEST__INIT;
+    vq.name = (char *)"odd";
+    vq.network_type = (char *)"vlan";
+    vq.physical_network = (char *)"vxlan";
+    vq.segmentation_id = 1000;
+    assert_int_equal(run(fx, &ADMIN, sched_network_create, &vq, NULL, NULL, NULL), 0);
+    vq.segmentation_id = 4095;
+    assert_int_equal(run(fx, &ADMIN, sched_network_create, &vq, NULL, NULL, &msg), YUN_E_INVALID);
+    free(msg);
+    vq.network_type = (char *)"flat";
+    vq.segmentation_id = 0;
+    vq.physical_network = (char *)"physnet2";
+    assert_int_equal(run(fx, &ADMIN, sched_network_create, &vq, NULL, NULL, NULL), 0);
+    assert_int_equal(run(fx, &ADMIN, sched_network_create, &vq, NULL, NULL, &msg),
+                     YUN_E_CONFLICT);
+    assert_contains(msg, "already has a flat network");
+    free(msg);
     /* Deleting gives the segment back. */
     Yun__NetworkRef ref = YUN__NETWORK_REF__INIT;
     ref.network = n->id;
