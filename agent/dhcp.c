@@ -1021,11 +1021,8 @@ dhcp_set_new(struct yun_loop *loop, const char *state_dir, const char *dnsmasq_p
         dhcp_set_free(d);
         return -ENOMEM;
     }
-    int r = yun_mkdir_p(d->dir, 0755);
-    if (r < 0) {
-        dhcp_set_free(d);
-        return r;
-    }
+    /* Directories are made by the first network served: an agent with
+     * none needs no rights there. */
     *ret = d;
     return 0;
 }

@@ -24,9 +24,9 @@ const char *dhcp_netns_name(const char *network_id, char *buf, size_t size);
  * network id with '-' removed. */
 const char *dhcp_default_bridge_name(const char *network_id, char buf[16]);
 
-/* Makes the DHCP server set. Files go under '<state_dir>/dhcp/<net>/'
- * (made 0755: dnsmasq re-reads them after dropping privileges, so
- * 'state_dir' must be traversable by its user). 'dnsmasq_path' is the
+/* Makes the DHCP server set. Files go under '<state_dir>/dhcp/<net>/',
+ * made when a network is first served (0755: dnsmasq re-reads them after
+ * dropping privileges, so 'state_dir' must be traversable by its user). 'dnsmasq_path' is the
  * binary. Running dnsmasqs found there (pid files) are adopted or stopped
  * by the first dhcp_apply(). Returns 0 and '*ret', or a negative errno. */
 int dhcp_set_new(struct yun_loop *loop, const char *state_dir, const char *dnsmasq_path,
