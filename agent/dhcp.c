@@ -898,8 +898,18 @@ net_apply(struct dhcp_set *d, struct dhcp_net *n, struct dhcp_config *cfg)
             net_schedule_restart(n);
         return r;
     }
+    /* A namespace made anew (removed behind our back) strands the
+     * process in the old one. */
+    uint64_t ino = 0;
+    char proc_ns[64];
+    struct stat pst;
+    (void)snprintf(proc_ns, sizeof proc_ns, "/proc/%d/ns/net", (int)n->pid);
+    if (n->pid != 0 && netplug_netns_inode(n->ns, &ino) >= 0 && stat(proc_ns, &pst) == 0 &&
+        (uint64_t)pst.st_ino != ino)
+        new_args = true;
     if (n->pid != 0 && new_args) {
-        log_info("dnsmasq arguments changed, restarting it net=%s pid=%d", n->id, (int)n->pid);
+        log_info("dnsmasq arguments or namespace changed, restarting it net=%s pid=%d", n->id,
+                 (int)n->pid);
         n->restart_now = true;
         net_stop(n);
     } else if (n->pid != 0 && changed && !n->restart_now) {

@@ -181,6 +181,11 @@ grep -q "169.254.169.254/32 10.20.0.2" "$L" || fail "no metadata route: $(cat "$
 grep -q "0.0.0.0/0 10.20.0.1" "$L" || fail "no default route in option 121: $(cat "$L")"
 pass "vm1 gets its address, router, MTU and option 121 routes"
 
+# Our dnsmasq answers the ports' names.
+gx vm1 timeout 5 busybox nslookup vm1.yun.internal 10.20.0.2 >"$T/dns.out" 2>&1 || true
+grep -q "10.20.0.11" "$T/dns.out" || fail "vm1.yun.internal does not resolve: $(cat "$T/dns.out")"
+pass "the ports' hostnames resolve on the DHCP address"
+
 if dhcp vm2; then fail "vm2 got a lease before its port existed"; fi
 if dhcp other; then fail "a port of another host got a lease here"; fi
 pass "unknown MACs get no answer (static ranges)"
@@ -249,12 +254,22 @@ grep -q "dnsmasq adopted" "$T/driver.log" || fail "no adoption logged"
 get vm1 /latest/meta-data/hostname | grep -qx vm1 || fail "no metadata after the restart"
 pass "a restarted driver adopts dnsmasq $PID2"
 
+# A namespace removed behind the agent's back is made again, with the
+# veth, a dnsmasq and a metadata listener in the new one.
+ip netns del "$NS"
+kill -HUP "$DRIVER"
+PID3=$(wait_dnsmasq "$PID2")
+ip netns list | grep -q "^$NS" || fail "namespace $NS was not made again"
+dhcp vm1 || fail "no lease after the namespace was made again"
+get vm1 /latest/meta-data/instance-id | grep -qx i-vm1 || fail "no metadata in the new namespace"
+pass "a lost namespace is made again ($PID2 -> $PID3)"
+
 # ---- removal ----
 state 3
 kill -HUP "$DRIVER"
 wait_applied 3
-for i in $(seq 50); do [ -d "/proc/$PID2" ] || break; sleep 0.1; done
-[ ! -d "/proc/$PID2" ] || fail "dnsmasq still runs after its network went"
+for i in $(seq 50); do [ -d "/proc/$PID3" ] || break; sleep 0.1; done
+[ ! -d "/proc/$PID3" ] || fail "dnsmasq still runs after its network went"
 if ip netns list | grep -q "^$NS"; then fail "namespace $NS is left"; fi
 if ip -o link | grep -q ydh-; then fail "the DHCP veth is left"; fi
 [ ! -e "$S/dhcp/$NET" ] || fail "the DHCP files are left"
