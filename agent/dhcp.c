@@ -394,6 +394,17 @@ dhcp_render(const Yun__HostNetworkState *st, const char *host_id,
     return 0;
 }
 
+bool
+dhcp_network_is_served(const Yun__HostNetworkState *st, const char *host_id,
+                       const Yun__NetworkRecord *net)
+{
+    struct dhcp_config c;
+    if (dhcp_render(st, host_id, net, "/", "/", &c) < 0)
+        return false;
+    dhcp_config_done(&c);
+    return true;
+}
+
 /* ---- names ---- */
 
 static void

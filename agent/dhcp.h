@@ -8,6 +8,9 @@
  * docs/dhcp-metadata.md. */
 #pragma once
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "network.pb-c.h"
 
 struct yun_loop;
@@ -23,6 +26,11 @@ const char *dhcp_netns_name(const char *network_id, char *buf, size_t size);
 /* netplug's bridge name scheme: "ybr-" + the first 11 characters of the
  * network id with '-' removed. */
 const char *dhcp_default_bridge_name(const char *network_id, char buf[16]);
+
+/* True when this host 'host_id' serves DHCP (and so metadata) on network
+ * 'net' of 'st': the rule of dhcp_apply(). */
+bool dhcp_network_is_served(const Yun__HostNetworkState *st, const char *host_id,
+                            const Yun__NetworkRecord *net);
 
 /* Makes the DHCP server set. Files go under '<state_dir>/dhcp/<net>/',
  * made when a network is first served (0755: dnsmasq re-reads them after

@@ -519,13 +519,16 @@ metadata_copy(const Yun__PortMetadata *md)
     return yun__port_metadata__unpack(NULL, size, buf);
 }
 
-/* The instance ports of this host on network 'net_id', each with its
- * first IPv4 fixed IP and a copy of its metadata. */
+/* The instance ports of this host on network 'net_id': one entry per
+ * IPv4 fixed IP, each with a copy of the port's metadata. */
 static int
 ports_build(const Yun__HostNetworkState *st, const char *host_id, const char *net_id,
             struct md_port **ret, size_t *ret_n)
 {
-    struct md_port *ports = calloc(st->n_ports ? st->n_ports : 1, sizeof *ports);
+    size_t max = 1;
+    for (size_t i = 0; i < st->n_ports; i++)
+        max += st->ports[i]->n_fixed_ips;
+    struct md_port *ports = calloc(max, sizeof *ports);
     size_t n = 0;
     if (!ports)
         return -ENOMEM;
@@ -551,24 +554,11 @@ ports_build(const Yun__HostNetworkState *st, const char *host_id, const char *ne
                 return -ENOMEM;
             }
             n++;
-            break;
         }
     }
     *ret = ports;
     *ret_n = n;
     return 0;
-}
-
-static bool
-net_is_served(const Yun__HostNetworkState *st, const char *host_id, const char *net_id)
-{
-    for (size_t i = 0; i < st->n_ports; i++) {
-        const Yun__PortRecord *p = st->ports[i];
-        if (strcmp(p->device_owner, "network:dhcp") == 0 && strcmp(p->host_id, host_id) == 0 &&
-            strcmp(p->network_id, net_id) == 0)
-            return true;
-    }
-    return false;
 }
 
 int
@@ -581,7 +571,8 @@ metadata_apply(struct metadata *m, const Yun__HostNetworkState *st, const char *
         const char *id = st->networks[i]->id;
         char ns[NETPLUG_NETNS_NAME_MAX + 1];
         uint64_t ino = 0;
-        if (!net_is_served(st, this_host_id, id) || !dhcp_netns_name(id, ns, sizeof ns))
+        if (!dhcp_network_is_served(st, this_host_id, st->networks[i]) ||
+            !dhcp_netns_name(id, ns, sizeof ns))
             continue;
         int r = netplug_netns_inode(ns, &ino);
         if (r < 0) {

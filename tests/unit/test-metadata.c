@@ -49,6 +49,8 @@ static Yun__FixedIp *fips_dhcp[] = { &fip_dhcp }, *fips1[] = { &fip1 }, *fips2[]
 static Yun__PortRecord port_dhcp = YUN__PORT_RECORD__INIT, port1 = YUN__PORT_RECORD__INIT,
                        port2 = YUN__PORT_RECORD__INIT, port3 = YUN__PORT_RECORD__INIT;
 static Yun__PortRecord *ports[] = { &port_dhcp, &port1, &port2, &port3 };
+static Yun__SubnetRecord sub = YUN__SUBNET_RECORD__INIT;
+static Yun__SubnetRecord *subs[] = { &sub };
 static Yun__NetworkRecord net = YUN__NETWORK_RECORD__INIT;
 static Yun__NetworkRecord *nets[] = { &net };
 static Yun__KeyMaterial key1 = YUN__KEY_MATERIAL__INIT, key2 = YUN__KEY_MATERIAL__INIT;
@@ -80,6 +82,11 @@ state_init(void)
 {
     net.id = NET_ID;
     nets[0] = &net;
+    sub.id = "sub1";
+    sub.network_id = NET_ID;
+    sub.ip_version = 4;
+    sub.cidr = "10.0.0.0/24";
+    sub.enable_dhcp = true;
     port_init(&port_dhcp, &fip_dhcp, fips_dhcp, "p-dhcp", "10.0.0.2", "network:dhcp", "host1");
     port_init(&port1, &fip1, fips1, "p1", "10.0.0.5", "compute:nova", "host1");
     port_init(&port2, &fip2, fips2, "p2", "10.0.0.6", "compute:nova", "host1");
@@ -117,6 +124,8 @@ state_init(void)
     state.host_id = "host1";
     state.networks = nets;
     state.n_networks = 1;
+    state.subnets = subs;
+    state.n_subnets = 1;
     state.ports = ports;
     state.n_ports = ELEMENTSOF(ports);
     state.metadata = mds;
@@ -479,6 +488,13 @@ test_apply_updates_and_drops(void **st)
     assert_null(http_raw(f->loop, "10.0.0.5", "GET / HTTP/1.0\r\n\r\n"));
     ports[0] = &port_dhcp;
     state.n_ports = ELEMENTSOF(ports);
+    /* Nor without DHCP on the subnet (there is no namespace then). */
+    assert_int_equal(metadata_apply(f->md, &state, "host1"), 0);
+    free(get_body(f->loop, "10.0.0.5", "/latest/meta-data/instance-id", 200));
+    sub.enable_dhcp = false;
+    assert_int_equal(metadata_apply(f->md, &state, "host1"), 0);
+    assert_null(http_raw(f->loop, "10.0.0.5", "GET / HTTP/1.0\r\n\r\n"));
+    sub.enable_dhcp = true;
 }
 
 int
