@@ -27,10 +27,12 @@ BR=ybr-0a1b2c3d000
 NS=yun-dhcp-$NET
 DHCP_MAC=fa:16:3e:00:00:02
 
+# Every dnsmasq of this test, also one whose pid file was replaced after
+# a failed check: they are the ones with a pid file under $S.
 stop_strays() {
-    local f
-    for f in "$S"/dhcp/*/pid; do
-        [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
+    local p
+    for p in $(pgrep -f -- "--pid-file=$S/dhcp/" || true); do
+        kill -KILL "$p" 2>/dev/null || true
     done
 }
 trap 'stop_strays; cleanup' EXIT
