@@ -23,6 +23,8 @@ struct yun_bus_client;
 struct agent_image_cache;
 struct agent_vms;
 struct agent_command;
+struct dhcp_set;
+struct metadata;
 
 struct agent_config {
     char *key_file;
@@ -45,6 +47,8 @@ struct agent_config {
     char *listen_url;                  /* the command server (command.c) */
     char *storage_pool;                /* libvirt pool of the instances' disks */
     uint32_t shutdown_timeout_s;       /* graceful stop before power off */
+    char *network_run_dir;             /* DHCP servers' files (dhcp.h) */
+    char *dnsmasq_path;
 };
 
 extern const struct yun_cfg_key agent_config_table[];
@@ -91,6 +95,10 @@ struct agent {
     int64_t next_image_gc_ms;   /* when the periodic tick next runs the cache's GC */
     struct agent_vms *vms;      /* the instances (vm.c) */
     struct agent_command *cmd;  /* commands in, events out (command.c) */
+    /* The network services; the network state's handler calls their
+     * *_apply() after wiring the bridges (dhcp.h, metadata.h). */
+    struct dhcp_set *dhcp;
+    struct metadata *metadata;
 };
 
 /* inventory.c */

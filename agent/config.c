@@ -54,6 +54,12 @@ const struct yun_cfg_key agent_config_table[] = {
       "Read a cached image back whole on every use, not only on its first use after start."),
     K("images", "gc_interval_s", YUN_CFG_U32, image_gc_interval_s, "60", 1, 86400,
       "Seconds between the periodic evictions of the cache down to its size cap."),
+    K("network", "run_dir", YUN_CFG_STRING, network_run_dir, "/run/yun/agent", 0, 0,
+      "Directory of the network services' runtime files: the DHCP servers' hosts, options and "
+      "pid files under dhcp/. dnsmasq re-reads them as its own user, who must be able to "
+      "traverse it."),
+    K("network", "dnsmasq_path", YUN_CFG_STRING, dnsmasq_path, "/usr/sbin/dnsmasq", 0, 0,
+      "The dnsmasq binary run as each network's DHCP server."),
 };
 
 const size_t agent_config_table_size = sizeof agent_config_table / sizeof agent_config_table[0];
