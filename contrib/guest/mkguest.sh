@@ -8,7 +8,8 @@
 # Outputs in DIR (default ./guest):
 #   vmlinuz       the Debian kernel, copied from /boot/vmlinuz-VER
 #   initrd.img    newc cpio + gzip: busybox-static, /init, the virtio (and a
-#                 few helper) modules of the SAME kernel version
+#                 few helper) modules of the SAME kernel version, dropbear
+#                 (dropbear-bin) and the shared libraries it links
 #   disk.raw      16 MiB ext2 image (label yun-data) holding /yun-disk.txt;
 #                 attach it as a virtio disk and the guest sees /dev/vda
 #   manifest.txt  kernel version, module list, sha256 of each file
@@ -19,7 +20,8 @@
 # nothing. --force rebuilds everything.
 #
 # Needs (Debian 12): apt-get install linux-image-amd64 busybox-static cpio
-# (plus e2fsprogs, kmod, gzip, coreutils — present on any Debian system).
+# dropbear-bin (plus e2fsprogs, kmod, gzip, coreutils, libc-bin's ldd —
+# present on any Debian system).
 #
 # The guest's /init (busybox sh, PID 1):
 #   - mounts proc, sys, devtmpfs (+ devpts, tmpfs /run, /tmp),
@@ -83,6 +85,13 @@ if [ "$bb_status" != "install ok installed" ] || [ ! -x "$BUSYBOX" ]; then
     missing_pkgs+=(busybox-static)
 fi
 command -v cpio >/dev/null 2>&1 || missing_pkgs+=(cpio)
+# The guest's SSH server: Debian's dynamically linked dropbear; ldd below
+# finds the libraries it needs.
+DROPBEAR=/usr/sbin/dropbear
+DROPBEARKEY=/usr/bin/dropbearkey
+if [ ! -x "$DROPBEAR" ] || [ ! -x "$DROPBEARKEY" ]; then
+    missing_pkgs+=(dropbear-bin)
+fi
 
 pick_kernel() {
     # newest /boot/vmlinuz-VER that has a matching /lib/modules/VER
@@ -102,8 +111,8 @@ if [ -z "$KVER" ] || [ ! -r "/boot/vmlinuz-$KVER" ] || [ ! -d "/lib/modules/$KVE
     missing_pkgs+=(linux-image-amd64)
 fi
 
-for t in modinfo mke2fs debugfs gzip sha256sum; do
-    command -v "$t" >/dev/null 2>&1 || die "'$t' not found (kmod, e2fsprogs, gzip, coreutils)"
+for t in modinfo mke2fs debugfs gzip sha256sum ldd; do
+    command -v "$t" >/dev/null 2>&1 || die "'$t' not found (kmod, e2fsprogs, gzip, coreutils, libc-bin)"
 done
 
 if [ ${#missing_pkgs[@]} -gt 0 ]; then
@@ -147,9 +156,22 @@ resolve() {
 for m in "${REQUIRED_MODULES[@]}"; do resolve "$m" 1; done
 for m in "${OPTIONAL_MODULES[@]}"; do resolve "$m" 0; done
 
+# The shared objects dropbear and dropbearkey load, the dynamic loader
+# included, as ldd prints them ("libz.so.1 => /lib/.../libz.so.1 (0x...)",
+# "/lib64/ld-linux-x86-64.so.2 (0x...)"); each goes to the same path in the
+# guest. linux-vdso is the kernel's: no file.
+shared_libs() {
+    ldd "$@" | awk '
+        $2 == "=>" && $3 ~ /^\// { print $3; next }
+        $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | LC_ALL=C sort -u
+}
+mapfile -t LIBS < <(shared_libs "$DROPBEAR" "$DROPBEARKEY")
+[ ${#LIBS[@]} -gt 0 ] || die "ldd found no libraries for $DROPBEAR"
+
 # Everything whose change must trigger a rebuild.
-INPUTS=("$KERNEL" "$BUSYBOX" "$0")
+INPUTS=("$KERNEL" "$BUSYBOX" "$DROPBEAR" "$DROPBEARKEY" "$0")
 for m in "${MOD_ORDER[@]}"; do INPUTS+=("${MOD_FILE[$m]}"); done
+for l in "${LIBS[@]}"; do INPUTS+=("$(readlink -f "$l")"); done
 
 OUTPUTS=(vmlinuz initrd.img disk.raw manifest.txt SHA256SUMS)
 
@@ -196,6 +218,18 @@ while read -r applet; do
     [ -e "$ROOT$dir/$name" ] || ln -s /bin/busybox "$ROOT$dir/$name"
 done < <("$BUSYBOX" --list-full | sed 's|^|/|')
 
+# dropbear (SSH server) and dropbearkey, with the shared objects they load at
+# the paths the loader looks for them (the loader's own path is in the
+# binaries). Copied through symlinks: plain files in the guest.
+cp "$DROPBEAR" "$ROOT/usr/sbin/dropbear"
+cp "$DROPBEARKEY" "$ROOT/usr/bin/dropbearkey"
+for l in "${LIBS[@]}"; do
+    mkdir -p "$ROOT${l%/*}"
+    cp -L "$l" "$ROOT$l"
+done
+mkdir -p "$ROOT/etc/dropbear"
+chmod 700 "$ROOT/root"
+
 # /dev/console must exist before /init runs (the kernel opens it). The
 # kernel's built-in initramfs has one too; add ours when we can.
 if [ "$(id -u)" = 0 ]; then
@@ -222,6 +256,9 @@ echo "$KVER" > "$ROOT/etc/yun/kernel-version"
 echo yun-guest > "$ROOT/etc/hostname"
 echo 'root:x:0:0:root:/root:/bin/sh' > "$ROOT/etc/passwd"
 echo 'root:x:0:' > "$ROOT/etc/group"
+echo 'root:*:1:0:99999:7:::' > "$ROOT/etc/shadow"
+chmod 600 "$ROOT/etc/shadow"
+echo /bin/sh > "$ROOT/etc/shells"
 
 # busybox acpid runs /etc/acpi/PWRF/00000080 on a power-button press.
 cat > "$ROOT/etc/acpi/PWRF/00000080" <<'EOF'
@@ -401,6 +438,8 @@ chmod 644 "$WORK/disk.raw"
     echo "kernel_package=$(dpkg -S "$KERNEL" 2>/dev/null | cut -d: -f1 || true) $(dpkg-query -W -f='${Version}' "linux-image-$KVER" 2>/dev/null || true)"
     echo "busybox=$BUSYBOX $(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || true)"
     echo "modules=${MOD_ORDER[*]}"
+    echo "dropbear=$DROPBEAR $(dpkg-query -W -f='${Version}' dropbear-bin 2>/dev/null || true)"
+    echo "libs=${LIBS[*]}"
     echo "cmdline=console=ttyS0"
     echo "disk=disk.raw ${DISK_MIB}MiB ext2 label=yun-data"
     while read -r sum file; do
