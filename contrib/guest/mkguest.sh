@@ -8,7 +8,8 @@
 # Outputs in DIR (default ./guest):
 #   vmlinuz       the Debian kernel, copied from /boot/vmlinuz-VER
 #   initrd.img    newc cpio + gzip: busybox-static, /init, the virtio (and a
-#                 few helper) modules of the SAME kernel version
+#                 few helper) modules of the SAME kernel version, dropbear
+#                 (dropbear-bin) and the shared libraries it links
 #   disk.raw      16 MiB ext2 image (label yun-data) holding /yun-disk.txt;
 #                 attach it as a virtio disk and the guest sees /dev/vda
 #   manifest.txt  kernel version, module list, sha256 of each file
@@ -19,7 +20,8 @@
 # nothing. --force rebuilds everything.
 #
 # Needs (Debian 12): apt-get install linux-image-amd64 busybox-static cpio
-# (plus e2fsprogs, kmod, gzip, coreutils — present on any Debian system).
+# dropbear-bin (plus e2fsprogs, kmod, gzip, coreutils, libc-bin's ldd —
+# present on any Debian system).
 #
 # The guest's /init (busybox sh, PID 1):
 #   - mounts proc, sys, devtmpfs (+ devpts, tmpfs /run, /tmp),
@@ -31,9 +33,20 @@
 #       yun-guest: block devices: vda(16MiB) ...
 #       yun-guest: net devices: lo ...
 #       yun-guest: disk /dev/vda: <first line of /yun-disk.txt> (mounted ro)
-#       yun-guest: ready (uptime N s)
 #   - starts busybox acpid so an ACPI power button press (virsh shutdown)
 #     powers the guest off; `kill -USR2 1` / busybox `poweroff` do the same;
+#   - when it has a NIC (eth0, the first one that is not lo): DHCP (udhcpc,
+#     10 tries 2 s apart; address, routes incl. option 121, hostname, DNS),
+#     then the SSH keys and hostname from the metadata service at
+#     169.254.169.254 (EC2 layout, else OpenStack's meta_data.json; ~30 s of
+#     retries), then dropbear on port 22 (keys only, root):
+#       yun-guest: ip <address>
+#       yun-guest: hostname <name>          (the metadata's, else DHCP's)
+#       yun-guest: keys <n>
+#       yun-guest: sshd up
+#     (no lease after ~20 s: one line "yun-guest: net: no DHCP lease on
+#     eth0", and on; no NIC: nothing, at once);
+#   - prints "yun-guest: ready (uptime N s)";
 #   - then idles forever. yun.shell=1 on the cmdline also respawns a shell on
 #     the console (only useful with an interactive serial, e.g. a pty).
 
@@ -83,6 +96,13 @@ if [ "$bb_status" != "install ok installed" ] || [ ! -x "$BUSYBOX" ]; then
     missing_pkgs+=(busybox-static)
 fi
 command -v cpio >/dev/null 2>&1 || missing_pkgs+=(cpio)
+# The guest's SSH server: Debian's dynamically linked dropbear; ldd below
+# finds the libraries it needs.
+DROPBEAR=/usr/sbin/dropbear
+DROPBEARKEY=/usr/bin/dropbearkey
+if [ ! -x "$DROPBEAR" ] || [ ! -x "$DROPBEARKEY" ]; then
+    missing_pkgs+=(dropbear-bin)
+fi
 
 pick_kernel() {
     # newest /boot/vmlinuz-VER that has a matching /lib/modules/VER
@@ -102,8 +122,8 @@ if [ -z "$KVER" ] || [ ! -r "/boot/vmlinuz-$KVER" ] || [ ! -d "/lib/modules/$KVE
     missing_pkgs+=(linux-image-amd64)
 fi
 
-for t in modinfo mke2fs debugfs gzip sha256sum; do
-    command -v "$t" >/dev/null 2>&1 || die "'$t' not found (kmod, e2fsprogs, gzip, coreutils)"
+for t in modinfo mke2fs debugfs gzip sha256sum ldd; do
+    command -v "$t" >/dev/null 2>&1 || die "'$t' not found (kmod, e2fsprogs, gzip, coreutils, libc-bin)"
 done
 
 if [ ${#missing_pkgs[@]} -gt 0 ]; then
@@ -147,9 +167,22 @@ resolve() {
 for m in "${REQUIRED_MODULES[@]}"; do resolve "$m" 1; done
 for m in "${OPTIONAL_MODULES[@]}"; do resolve "$m" 0; done
 
+# The shared objects dropbear and dropbearkey load, the dynamic loader
+# included, as ldd prints them ("libz.so.1 => /lib/.../libz.so.1 (0x...)",
+# "/lib64/ld-linux-x86-64.so.2 (0x...)"); each goes to the same path in the
+# guest. linux-vdso is the kernel's: no file.
+shared_libs() {
+    ldd "$@" | awk '
+        $2 == "=>" && $3 ~ /^\// { print $3; next }
+        $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | LC_ALL=C sort -u
+}
+mapfile -t LIBS < <(shared_libs "$DROPBEAR" "$DROPBEARKEY")
+[ ${#LIBS[@]} -gt 0 ] || die "ldd found no libraries for $DROPBEAR"
+
 # Everything whose change must trigger a rebuild.
-INPUTS=("$KERNEL" "$BUSYBOX" "$0")
+INPUTS=("$KERNEL" "$BUSYBOX" "$DROPBEAR" "$DROPBEARKEY" "$0")
 for m in "${MOD_ORDER[@]}"; do INPUTS+=("${MOD_FILE[$m]}"); done
+for l in "${LIBS[@]}"; do INPUTS+=("$(readlink -f "$l")"); done
 
 OUTPUTS=(vmlinuz initrd.img disk.raw manifest.txt SHA256SUMS)
 
@@ -196,6 +229,18 @@ while read -r applet; do
     [ -e "$ROOT$dir/$name" ] || ln -s /bin/busybox "$ROOT$dir/$name"
 done < <("$BUSYBOX" --list-full | sed 's|^|/|')
 
+# dropbear (SSH server) and dropbearkey, with the shared objects they load at
+# the paths the loader looks for them (the loader's own path is in the
+# binaries). Copied through symlinks: plain files in the guest.
+cp "$DROPBEAR" "$ROOT/usr/sbin/dropbear"
+cp "$DROPBEARKEY" "$ROOT/usr/bin/dropbearkey"
+for l in "${LIBS[@]}"; do
+    mkdir -p "$ROOT${l%/*}"
+    cp -L "$l" "$ROOT$l"
+done
+mkdir -p "$ROOT/etc/dropbear"
+chmod 700 "$ROOT/root"
+
 # /dev/console must exist before /init runs (the kernel opens it). The
 # kernel's built-in initramfs has one too; add ours when we can.
 if [ "$(id -u)" = 0 ]; then
@@ -222,6 +267,242 @@ echo "$KVER" > "$ROOT/etc/yun/kernel-version"
 echo yun-guest > "$ROOT/etc/hostname"
 echo 'root:x:0:0:root:/root:/bin/sh' > "$ROOT/etc/passwd"
 echo 'root:x:0:' > "$ROOT/etc/group"
+echo 'root:*:1:0:99999:7:::' > "$ROOT/etc/shadow"
+chmod 600 "$ROOT/etc/shadow"
+echo /bin/sh > "$ROOT/etc/shells"
+: > "$ROOT/etc/resolv.conf"
+
+# udhcpc runs this at each DHCP event ($1) with the lease in the environment.
+cat > "$ROOT/etc/udhcpc.script" <<'EOF'
+#!/bin/sh
+# udhcpc event script (generated by contrib/guest/mkguest.sh).
+# Sets the address, the routes (option 121 classless static routes when
+# given, else the router option: RFC 3442 says a client with option 121
+# ignores option 3), the hostname and /etc/resolv.conf; writes the lease's
+# main values to /run/udhcpc.$interface (net-up reads ip= there).
+IF=$interface
+case $1 in
+deconfig)
+    ip -4 addr flush dev "$IF"
+    ip link set "$IF" up
+    ;;
+bound|renew)
+    ip -4 addr flush dev "$IF"
+    ip addr add "$ip/${mask:-24}" ${broadcast:+broadcast "$broadcast"} dev "$IF"
+    [ -z "$mtu" ] || ip link set "$IF" mtu "$mtu"
+    # add_route DEST GW: on-link when GW is 0.0.0.0; a gateway outside the
+    # subnet gets a host route to it first.
+    add_route() {
+        if [ "$2" = 0.0.0.0 ]; then
+            ip route replace "$1" dev "$IF"
+        elif ! ip route replace "$1" via "$2" dev "$IF" 2>/dev/null; then
+            ip route replace "$2" dev "$IF" &&
+                ip route replace "$1" via "$2" dev "$IF"
+        fi
+    }
+    if [ -n "$staticroutes" ]; then
+        # "DEST/LEN GW DEST/LEN GW ..."
+        set -- $staticroutes
+        while [ $# -ge 2 ]; do
+            add_route "$1" "$2" || echo "udhcpc.script: route $1 via $2 failed" >&2
+            shift 2
+        done
+    elif [ -n "$router" ]; then
+        for r in $router; do
+            add_route default "$r" && break
+        done
+    fi
+    if [ -n "$hostname" ]; then
+        h=$(echo "$hostname" | tr -cd 'A-Za-z0-9.-' | cut -c1-63)
+        [ -z "$h" ] || { hostname "$h"; echo "$h" > /etc/hostname; }
+    fi
+    {
+        [ -z "$domain" ] || echo "search $domain"
+        for d in $dns; do echo "nameserver $d"; done
+    } > /etc/resolv.conf
+    # for a look (and net-up reads ip=): not meant to be sourced
+    printf 'ip=%s\nmask=%s\nrouter=%s\nstaticroutes=%s\n' \
+        "$ip" "$mask" "$router" "$staticroutes" > "/run/udhcpc.$IF"
+    ;;
+leasefail|nak)
+    ;;
+esac
+exit 0
+EOF
+chmod 755 "$ROOT/etc/udhcpc.script"
+
+# Prints the string value(s) of one top-level key of a JSON document: the
+# string itself, or each string value of an object (OpenStack's
+# "public_keys": {"name": "ssh-ed25519 AAAA..."}). \n, \t, \", \\, \/
+# unescaped; no \uXXXX (keys and host names are ASCII). busybox has no jq.
+cat > "$ROOT/etc/yun/json-get.awk" <<'EOF'
+# awk -v key=NAME -f json-get.awk FILE
+{ buf = buf $0 "\n" }
+END {
+    n = length(buf); i = 1; depth = 0; inkey = 0
+    while (i <= n) {
+        c = substr(buf, i, 1)
+        if (c == "\"") {
+            s = ""; i++
+            while (i <= n) {
+                c = substr(buf, i, 1)
+                if (c == "\\") {
+                    e = substr(buf, i + 1, 1); i += 2
+                    if (e == "n") s = s "\n"; else if (e == "t") s = s "\t"
+                    else if (e == "r") s = s ""; else s = s e
+                    continue
+                }
+                if (c == "\"") { i++; break }
+                s = s c; i++
+            }
+            # a key when the next non-blank character is ':'
+            j = i
+            while (j <= n && substr(buf, j, 1) ~ /[ \t\r\n]/) j++
+            if (substr(buf, j, 1) == ":") {
+                k[depth] = s; i = j + 1
+            } else if (depth == 1 && k[1] == key) {
+                print s
+            } else if (depth == 2 && inkey) {
+                print s
+            }
+            continue
+        }
+        if (c == "{" || c == "[") {
+            depth++
+            if (depth == 2 && k[1] == key && c == "{") inkey = 1
+            k[depth] = ""
+        } else if (c == "}" || c == "]") {
+            if (depth == 2) inkey = 0
+            depth--
+        } else if (c == ",") {
+            k[depth] = ""
+        }
+        i++
+    }
+}
+EOF
+
+# Network, SSH keys, sshd: /init runs this (and waits for it) before 'ready'.
+cat > "$ROOT/etc/yun/net-up" <<'EOF'
+#!/bin/sh
+# /etc/yun/net-up (generated by contrib/guest/mkguest.sh), run by /init:
+# DHCP on the first NIC, SSH keys and hostname from the metadata service,
+# dropbear on port 22. No NIC: nothing. No lease: one line, and done.
+export PATH=/sbin:/bin:/usr/sbin:/usr/bin
+log() { echo "yun-guest: $*"; }
+uptime_s() { read -r up _ < /proc/uptime; echo "${up%.*}"; }
+MD=http://169.254.169.254
+MD_WAIT=30
+
+IF=""
+for n in /sys/class/net/*; do
+    [ -e "$n" ] || continue
+    case ${n##*/} in lo) continue ;; esac
+    IF=${n##*/}
+    break
+done
+[ -n "$IF" ] || exit 0
+
+ip link set "$IF" up
+host_before=$(hostname)
+# staticroutes (option 121) is not in udhcpc's default request list.
+if ! udhcpc -i "$IF" -t 10 -T 2 -n -q -O staticroutes \
+        -s /etc/udhcpc.script >/run/udhcpc.log 2>&1; then
+    log "net: no DHCP lease on $IF"
+    exit 0
+fi
+ip=$(sed -n 's/^ip=//p' "/run/udhcpc.$IF" 2>/dev/null)
+log "ip ${ip:-unknown}"
+
+# -------------------------------------------------------- metadata ----
+# EC2 layout first (/latest/meta-data/...), else OpenStack's
+# /openstack/latest/meta_data.json; retried for ~MD_WAIT s while neither
+# answers. The EC2 side counts as there when any of its paths answers (a
+# service need not list directories).
+# (busybox 1.35's wget -T crashes: timeout(1) bounds each request instead)
+fetch() { timeout 5 wget -q -O- "$MD$1" 2>/dev/null; }
+json=/run/meta_data.json
+keys=/run/authorized_keys
+: > "$keys"
+src=""
+end=$(( $(uptime_s) + MD_WAIT ))
+while :; do
+    if fetch /latest/meta-data/public-keys/0/openssh-key > "$keys.0" ||
+            fetch /latest/meta-data/hostname >/dev/null ||
+            fetch /latest/meta-data/ >/dev/null; then
+        src=ec2; break
+    fi
+    if fetch /openstack/latest/meta_data.json > "$json" && [ -s "$json" ]; then
+        src=openstack; break
+    fi
+    [ "$(uptime_s)" -lt "$end" ] || break
+    sleep 2
+done
+
+name=""
+if [ "$src" = ec2 ]; then
+    # "0=name" lines list the keys (EC2 and Nova serve the index); without
+    # one, key 0 alone.
+    idx=$(fetch /latest/meta-data/public-keys/ | sed -n 's/^\([0-9][0-9]*\)=.*/\1/p')
+    if [ -n "$idx" ]; then
+        for i in $idx; do
+            fetch "/latest/meta-data/public-keys/$i/openssh-key" >> "$keys" && echo >> "$keys"
+        done
+    else
+        cat "$keys.0" >> "$keys" && echo >> "$keys"
+    fi
+    name=$(fetch /latest/meta-data/hostname)
+    # no keys there: OpenStack's document may still have them
+    if ! grep -q '[^[:space:]]' "$keys" &&
+            fetch /openstack/latest/meta_data.json > "$json" && [ -s "$json" ]; then
+        src=openstack
+    fi
+fi
+if [ "$src" = openstack ]; then
+    awk -v key=public_keys -f /etc/yun/json-get.awk "$json" >> "$keys"
+    [ -n "$name" ] || name=$(awk -v key=hostname -f /etc/yun/json-get.awk "$json" | head -n1)
+fi
+[ -n "$src" ] || log "net: no metadata service at $MD"
+
+# keep key lines only: no blanks, comments or CRs
+umask 077
+mkdir -p /root/.ssh
+chmod 700 /root /root/.ssh
+tr -d '\r' < "$keys" | sed -e 's/^[[:space:]]*//' -e '/^$/d' -e '/^#/d' > /root/.ssh/authorized_keys
+chmod 600 /root/.ssh/authorized_keys
+umask 022
+
+name=$(echo "$name" | head -n1 | tr -cd 'A-Za-z0-9.-' | cut -c1-63)
+if [ -n "$name" ]; then
+    hostname "$name"
+    echo "$name" > /etc/hostname
+    log "hostname $name"
+elif [ "$(hostname)" != "$host_before" ]; then
+    log "hostname $(hostname)"      # DHCP's
+fi
+log "keys $(grep -c . /root/.ssh/authorized_keys)"
+
+# ---------------------------------------------------------- sshd ----
+# An ed25519 host key made now (fast, even under TCG); -R makes the other
+# types on demand for clients that want them. -s: keys only, no passwords.
+hk=/etc/dropbear/dropbear_ed25519_host_key
+[ -s "$hk" ] || dropbearkey -t ed25519 -f "$hk" >/dev/null 2>&1
+fp=$(dropbearkey -y -f "$hk" 2>/dev/null | sed -n 's/^Fingerprint: //p')
+[ -z "$fp" ] || log "ssh host key ed25519 $fp"
+dropbear -F -E -R -s -p 22 -P /run/dropbear.pid >>/run/dropbear.log 2>&1 &
+# up when something listens on port 22 (0x16) in /proc/net/tcp{,6}
+i=0
+while [ $i -lt 50 ]; do
+    if grep -qE '^ *[0-9]+: [0-9A-F]+:0016 [0-9A-F]+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+        log "sshd up"
+        exit 0
+    fi
+    sleep 0.1; i=$((i + 1))
+done
+log "sshd did not start (see /run/dropbear.log)"
+exit 1
+EOF
+chmod 755 "$ROOT/etc/yun/net-up"
 
 # busybox acpid runs /etc/acpi/PWRF/00000080 on a power-button press.
 cat > "$ROOT/etc/acpi/PWRF/00000080" <<'EOF'
@@ -334,10 +615,11 @@ else
     log "no input event device: ACPI power button not handled"
 fi
 
-SLEEPER=""
+SLEEPER="" NETUP=""
 going_down() {
     log "shutting down ($1)"
     [ -z "$SLEEPER" ] || kill "$SLEEPER" 2>/dev/null
+    [ -z "$NETUP" ] || kill "$NETUP" 2>/dev/null
     [ -f /run/acpid.pid ] && kill "$(cat /run/acpid.pid)" 2>/dev/null
     kill -TERM -1 2>/dev/null; sleep 0.2
     sync
@@ -355,6 +637,14 @@ if cmdline_arg yun.shell >/dev/null; then
     ( while :; do setsid cttyhack sh -l; sleep 1; done ) &
     log "shell on console (yun.shell)"
 fi
+
+# Network (DHCP, metadata, sshd) when there is a NIC; see /etc/yun/net-up.
+# Waited for with `wait`, which a trapped signal interrupts: the power
+# button still works while DHCP is trying.
+/etc/yun/net-up &
+NETUP=$!
+wait "$NETUP"
+NETUP=""
 
 log "ready (uptime $(uptime_s) s)"
 
@@ -401,6 +691,8 @@ chmod 644 "$WORK/disk.raw"
     echo "kernel_package=$(dpkg -S "$KERNEL" 2>/dev/null | cut -d: -f1 || true) $(dpkg-query -W -f='${Version}' "linux-image-$KVER" 2>/dev/null || true)"
     echo "busybox=$BUSYBOX $(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || true)"
     echo "modules=${MOD_ORDER[*]}"
+    echo "dropbear=$DROPBEAR $(dpkg-query -W -f='${Version}' dropbear-bin 2>/dev/null || true)"
+    echo "libs=${LIBS[*]}"
     echo "cmdline=console=ttyS0"
     echo "disk=disk.raw ${DISK_MIB}MiB ext2 label=yun-data"
     while read -r sum file; do
