@@ -40,6 +40,7 @@ static const struct {
     { YUN_E_NOVALIDHOST, "YUN_E_NOVALIDHOST", "no valid host was found" },
     { YUN_E_EXHAUSTED, "YUN_E_EXHAUSTED", "no free address or identifier is left in the pool" },
     { YUN_E_INUSE, "YUN_E_INUSE", "the object is in use" },
+    { YUN_E_NETWORK, "YUN_E_NETWORK", "the host could not wire its network" },
 };
 
 const char *

@@ -33,7 +33,8 @@ enum yun_err {
     YUN_E_TOKEN_KEY = -10024,    /* token sealed with a key this cloud does not hold */
     YUN_E_EXHAUSTED = -10025,    /* a pool is used up: addresses of a subnet, segment ids, MACs */
     YUN_E_INUSE = -10026,        /* the object is in use (ports on a network, a group on ports) */
-    _YUN_E_LAST = -10027,
+    YUN_E_NETWORK = -10027,      /* a host could not wire (part of) its network state */
+    _YUN_E_LAST = -10028,
 };
 
 /* Returns a static, human-readable sentence for 'r' (negative errno or

@@ -340,3 +340,14 @@ yun_text_is_valid(const char *s, size_t max)
     }
     return true;
 }
+
+char **
+yun_strv_free(char **v)
+{
+    if (!v)
+        return NULL;
+    for (char **p = v; *p; p++)
+        free(*p);
+    free(v);
+    return NULL;
+}

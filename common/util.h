@@ -46,6 +46,14 @@ int yun_check_private_file(const char *path);
  * not starting with '-' or '.'. */
 bool yun_name_is_valid(const char *s, size_t max_len);
 
+/* Frees a NULL-terminated vector of strings and the strings; NULL ok.
+ * Returns NULL. */
+char **yun_strv_free(char **v);
+static inline void yun_strv_freep(char ***v)
+{
+    *v = yun_strv_free(*v);
+}
+
 /* True when 's' is 1..'max' bytes of valid UTF-8 with no control
  * characters (C0, DEL, C1) and no overlong forms or surrogates: the rule
  * for names and free text users give (image, server, flavor names). */

@@ -51,6 +51,7 @@ struct sched_compute {
     int64_t next_sweep_ms;         /* CLOCK_MONOTONIC of the next sweep */
     bool recovered;                /* the start-up re-sends went out */
     bool owns_placement;           /* init made s->placement (and done frees it) */
+    struct sched_netpush *netpush; /* instance-network.c: network state pushes */
 };
 
 /* --- flavor.c ------------------------------------------------------------ */
@@ -189,6 +190,56 @@ void sched_agent_set_hook(struct sched *s, sched_agent_hook_fn hook, void *data)
  * 0 with 'reply' (may be NULL), or an error and its sentence. Frees 'r'. */
 void sched_agent_request_finish(struct sched *s, struct sched_agent_request *r, int error,
                                 const char *error_message, const ProtobufCMessage *reply);
+
+/* --- instance-network.c ------------------------------------------------------ */
+
+struct Yun__HostNetworkState;
+struct Yun__PortRecord;
+struct Yun__InstanceAddress;
+struct Yun__InstanceRecord;
+
+/* Server create, before placement: the ids of the networks 'refs' (names
+ * or ids) the caller may use, in '*ret_ids' (NULL-terminated; free with
+ * yun_strv_free). States the call's error. */
+int sched_instance_networks_resolve(struct sched_call *call, struct yun_txn *txn,
+                                    char *const *refs, size_t n, char ***ret_ids);
+/* Once i->host_id is chosen, in the same transaction: one port per network
+ * of 'i', bound to its host. */
+int sched_instance_ports_create(struct sched *s, struct yun_txn *txn,
+                                const struct Yun__InstanceRecord *i);
+/* A retry on another host: the ports follow i->host_id. */
+int sched_instance_ports_rebind(struct sched *s, struct yun_txn *txn,
+                                const struct Yun__InstanceRecord *i);
+/* Deletion: the instance's ports and their addresses go. */
+int sched_instance_ports_release(struct sched *s, struct yun_txn *txn,
+                                 const struct Yun__InstanceRecord *i);
+/* The addresses of an instance's ports, for views; free with
+ * sched_instance_addresses_free. */
+int sched_instance_addresses(struct sched *s, struct yun_txn *txn, const char *instance_id,
+                             struct Yun__InstanceAddress ***ret, size_t *ret_n);
+void sched_instance_addresses_free(struct Yun__InstanceAddress **v, size_t n);
+/* The whole network state of 'host_id' with the metadata of its instance
+ * ports and a fresh generation. */
+int sched_network_host_state(struct sched *s, struct yun_txn *txn, const char *host_id,
+                             struct Yun__HostNetworkState **ret);
+/* What a spawn of 'i' carries: its host's state and its ports in NIC
+ * order (both NULL for an instance without networks). */
+int sched_instance_spawn_network(struct sched *s, const struct Yun__InstanceRecord *i,
+                                 struct Yun__HostNetworkState **ret_state,
+                                 struct Yun__PortRecord ***ret_ports, size_t *ret_n);
+/* Sends 'host_id' its network state now, or once more after the one in
+ * flight. Call with no write transaction open. */
+void sched_network_push(struct sched *s, const char *host_id);
+/* After instances 'insts' were made or deleted: pushes to every host with
+ * a port on their networks or of their projects (VXLAN peers and group
+ * sets change), and to their own hosts unless 'skip_own' (a spawn carries
+ * its host's state). */
+void sched_network_push_related(struct sched *s, const struct Yun__InstanceRecord *const *insts,
+                                size_t n, bool skip_own);
+/* True when a port is bound to host 'host_id' (false on a store error). */
+bool sched_network_host_bound(struct sched *s, const char *host_id);
+void sched_network_sync_init(struct sched *s);
+void sched_network_sync_done(struct sched *s);
 
 /* --- image.c's part ---------------------------------------------------------- */
 

@@ -13,6 +13,7 @@
 
 #include "bus.h"
 #include "cleanup.h"
+#include "compute.h"
 #include "err.h"
 #include "ipam.h"
 #include "log.h"
@@ -198,6 +199,11 @@ sched_host_register(struct sched_call *call, const ProtobufCMessage *req)
     log_req(YUN_LOG_NOTICE, call->req, 0, "host registered host=%s name=%s cpus=%u memory_mb=%llu %s",
             id, q->name, q->inventory->cpus, (unsigned long long)q->inventory->memory_mb,
             old ? "known=yes" : "known=no");
+    /* Its network state: the agent reapplied its stored one at start,
+     * and what changed while it was away comes now (a host that holds
+     * none and has no port bound gets nothing). */
+    if (q->network_generation || sched_network_host_bound(call->s, id))
+        sched_network_push(call->s, id);
     Yun__HostRegisterReply y = YUN__HOST_REGISTER_REPLY__INIT;
     y.host_id = id;
     return sched_call_reply(call, &y.base);

@@ -70,6 +70,7 @@ YUN_LOG_MODULE("sched.instance");
 #define KEY_NAME_MAX 255
 #define AZ_MAX 255
 #define USER_DATA_MAX 65536
+#define MAX_NETWORKS 16
 #define META_MAX 128
 #define META_KEY_MAX 255
 #define META_VALUE_MAX 255
@@ -739,6 +740,7 @@ inst_view(const struct sched_call *call, const Yun__InstanceRecord *i, bool full
           Yun__InstanceRecord *view, Yun__InstanceFault *fault)
 {
     *view = *i;
+    view->key_public = (char *)"";
     if (!call->is_admin) {
         view->host_id = (char *)"";
         view->host_name = (char *)"";
@@ -764,9 +766,24 @@ reply_inst(struct sched_call *call, const Yun__InstanceRecord *i)
     Yun__InstanceRecord view;
     Yun__InstanceFault fault;
     inst_view(call, i, true, &view, &fault);
+    /* The ports' addresses, as they are now (none once deleted). */
+    Yun__InstanceAddress **addrs = NULL;
+    size_t n_addrs = 0;
+    if (i->n_networks) {
+        _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+        int r = yun_txn_begin(call->s->store, false, &txn);
+        if (r >= 0)
+            r = sched_instance_addresses(call->s, txn, i->id, &addrs, &n_addrs);
+        if (r < 0)
+            log_warn_errno(r, "cannot read the addresses of vm=%s", i->id);
+    }
+    view.addresses = addrs;
+    view.n_addresses = n_addrs;
     Yun__ServerReply y = YUN__SERVER_REPLY__INIT;
     y.server = &view;
-    return sched_call_reply(call, &y.base);
+    int r = sched_call_reply(call, &y.base);
+    sched_instance_addresses_free(addrs, n_addrs);
+    return r;
 }
 
 /* --- requests to agents -------------------------------------------------------------- */
@@ -951,6 +968,8 @@ spawn_failed(struct sched *s, const char *id, const char *host_id, uint32_t atte
         r = str_set(&i->host_id, alloc.host_id);
         if (r >= 0)
             r = str_set(&i->host_name, host_name_of(s, alloc.host_id));
+        if (r >= 0)
+            r = sched_instance_ports_rebind(s, txn, i);
         i->attempts++;
         if (r >= 0)
             r = set_state(i, NULL, T_SCHEDULING, PW_NOSTATE);
@@ -988,6 +1007,8 @@ spawn_failed(struct sched *s, const char *id, const char *host_id, uint32_t atte
         return;
     }
     release_claim_index(s, claim);
+    if (i->n_networks)
+        sched_network_push(s, host_id); /* the failed host's taps go */
     if (placed) {
         log_req(YUN_LOG_NOTICE, who->req, code, "spawn failed, trying another host vm=%s "
                 "failed_host=%s host=%s attempt=%u", id, host_id, alloc.host_id, i->attempts);
@@ -1061,10 +1082,27 @@ spawn_send(struct sched *s, const Yun__InstanceRecord *i, const struct actor *wh
         q.ramdisk_sha512 = i->image->ramdisk_sha512;
         q.kernel_cmdline = i->image->kernel_cmdline;
     }
-    log_req(YUN_LOG_INFO, who->req, 0, "%s sent vm=%s host=%s attempt=%u",
-            q.rebuild ? "rebuild" : "spawn", i->id, i->host_id, i->attempts);
+    /* The host's network state rides along: the taps exist before the
+     * domain. Without it the spawn fails on the agent, and is retried. */
+    Yun__HostNetworkState *net = NULL;
+    Yun__PortRecord **ports = NULL;
+    size_t n_ports = 0;
+    int r = sched_instance_spawn_network(s, i, &net, &ports, &n_ports);
+    if (r < 0)
+        log_warn_errno(r, "cannot read the network state of a spawn vm=%s", i->id);
+    view.key_public = (char *)"";  /* the agent has no use for it */
+    q.network = net;
+    q.ports = ports;
+    q.n_ports = n_ports;
+    log_req(YUN_LOG_INFO, who->req, 0, "%s sent vm=%s host=%s attempt=%u ports=%zu",
+            q.rebuild ? "rebuild" : "spawn", i->id, i->host_id, i->attempts, n_ports);
     agent_send(s, YUN__OP__OP_AGENT_SPAWN, &q.base, &yun__agent_ack__descriptor, spawn_done,
                ctx_new(i, q.rebuild ? "rebuild" : "spawn", who));
+    if (net)
+        yun__host_network_state__free_unpacked(net, NULL);
+    for (size_t k = 0; k < n_ports; k++)
+        yun__port_record__free_unpacked(ports[k], NULL);
+    free(ports);
 }
 
 /* --- create -------------------------------------------------------------------------- */
@@ -1352,10 +1390,9 @@ server_create(struct sched_call *call, const Yun__ServerCreateRequest *q)
     if (*q->availability_zone && !yun_text_is_valid(q->availability_zone, AZ_MAX))
         return sched_call_error(call, YUN_E_INVALID, "Availability zone '%.64s' is not valid.",
                                 q->availability_zone);
-    if (q->n_networks)
-        return sched_call_error(call, YUN_E_INVALID,
-                                "Networks cannot be given yet: servers get no network until "
-                                "the network service exists.");
+    if (q->n_networks > MAX_NETWORKS)
+        return sched_call_error(call, YUN_E_INVALID, "A server takes at most %d networks.",
+                                MAX_NETWORKS);
     int r = check_metadata(call, q->metadata, q->n_metadata);
     if (r < 0)
         return r;
@@ -1396,6 +1433,22 @@ server_create(struct sched_call *call, const Yun__ServerCreateRequest *q)
     _cleanup_(group_freep) Yun__ServerGroupRecord *group = NULL;
     if (*q->server_group) {
         r = group_lookup(call, txn, q->server_group, &group);
+        if (r < 0)
+            return r;
+    }
+    _cleanup_(yun_strv_freep) char **network_ids = NULL;
+    if (q->n_networks) {
+        r = sched_instance_networks_resolve(call, txn, q->networks, q->n_networks,
+                                            &network_ids);
+        if (r < 0)
+            return r;
+    }
+    _cleanup_free_ char *key_public = NULL;
+    if (*q->key_name) {
+        r = sched_keypair_public_key(txn, call->user ? call->user : "", q->key_name,
+                                     &key_public);
+        if (r == -ENOENT)
+            return sched_call_error(call, -ENOENT, "Keypair '%.64s' not found.", q->key_name);
         if (r < 0)
             return r;
     }
@@ -1466,11 +1519,20 @@ server_create(struct sched_call *call, const Yun__ServerCreateRequest *q)
         r = str_set(&i->host_id, allocs[k].host_id);
         if (r >= 0)
             r = str_set(&i->host_name, host_name_of(s, allocs[k].host_id));
+        if (r >= 0 && key_public)
+            r = str_set(&i->key_public, key_public);
+        for (char **n = network_ids; r >= 0 && n && *n; n++)
+            r = strv_push(&i->networks, &i->n_networks, *n);
+        if (r >= 0)
+            r = sched_instance_ports_create(s, txn, i);
         if (r >= 0)
             r = put_inst(txn, i);
         if (r >= 0 && group)
             r = group_membership(txn, group->id, i->id, true);
     }
+    if (r < 0 && !call->error && r != -ENOMEM)
+        sched_call_error(call, r, "The ports of server '%.64s' cannot be made: %s.", q->name,
+                         yun_strerror(r));
     char detail[128];
     snprintf(detail, sizeof detail, "%zu server%s, reservation %s.", placed,
              placed > 1 ? "s" : "", reservation);
@@ -1505,6 +1567,9 @@ server_create(struct sched_call *call, const Yun__ServerCreateRequest *q)
     struct actor who = actor_of(call);
     for (size_t k = 0; k < made.n; k++)
         spawn_send(s, made.v[k], &who);
+    if (network_ids)
+        sched_network_push_related(s, (const Yun__InstanceRecord *const *)made.v, made.n,
+                                   true);
     return r;
 }
 
@@ -1685,6 +1750,8 @@ event_commit(struct sched *s, const char *id, const char *host_id, const char *e
         r = release_claim_txn(txn, id, &claim);
         if (r >= 0 && *i->server_group)
             r = group_membership(txn, i->server_group, id, false);
+        if (r >= 0)
+            r = sched_instance_ports_release(s, txn, i);
     }
     if (r >= 0)
         r = put_inst(txn, i);
@@ -1699,20 +1766,34 @@ event_commit(struct sched *s, const char *id, const char *host_id, const char *e
     release_claim_index(s, claim);
     log_req(YUN_LOG_INFO, who->req, 0, "server event vm=%s event=%s status=%s power=%s", id, ev,
             i->status, i->power_state);
+    if (effect == EFFECT_DELETED && i->n_networks)
+        sched_network_push_related(s, (const Yun__InstanceRecord *const *)&i, 1, false);
     return effect;
 }
 
 /* --- delete -------------------------------------------------------------------------- */
 
+/* After a commit that may have deleted 'i': the hosts that wired its
+ * ports (its own, and those whose VXLAN peers or group sets held it) get
+ * their new state. */
+static void
+push_if_deleted(struct sched *s, const Yun__InstanceRecord *i)
+{
+    if (!is_live(i) && i->n_networks)
+        sched_network_push_related(s, &i, 1, false);
+}
+
 /* Deletes 'i' here: DELETED, claim released, out of its group. The
  * agent, if it still holds it, is told at its next start-up sync. */
 static int
-local_delete(struct yun_txn *txn, Yun__InstanceRecord *i, const char *message,
+local_delete(struct sched *s, struct yun_txn *txn, Yun__InstanceRecord *i, const char *message,
              Yun__Claim **ret_claim)
 {
     int r = release_claim_txn(txn, i->id, ret_claim);
     if (r >= 0 && *i->server_group)
         r = group_membership(txn, i->server_group, i->id, false);
+    if (r >= 0)
+        r = sched_instance_ports_release(s, txn, i);
     if (r >= 0)
         r = mark_deleted(i, message);
     if (r >= 0)
@@ -1743,12 +1824,12 @@ destroy_done(struct sched *s, const struct sched_agent_result *res, void *data)
         return;
     char msg[768];
     if (res->error == -ENOENT) {
-        r = local_delete(txn, i, "The agent does not have it.", &claim);
+        r = local_delete(s, txn, i, "The agent does not have it.", &claim);
     } else if (res->error == YUN_E_UNREACHABLE || res->error == YUN_E_NOHOST ||
                res->error == YUN_E_UNKNOWN_PEER) {
         snprintf(msg, sizeof msg, "Deleted here: %s The agent's start-up sync removes what "
                  "is left on the host.", res->error_message);
-        r = local_delete(txn, i, msg, &claim);
+        r = local_delete(s, txn, i, msg, &claim);
     } else {
         snprintf(msg, sizeof msg, "Deleting on host '%s' failed: %s", i->host_name,
                  *res->error_message ? res->error_message : yun_strerror(res->error));
@@ -1768,6 +1849,7 @@ destroy_done(struct sched *s, const struct sched_agent_result *res, void *data)
     if (r < 0)
         return (void)log_err_errno(r, "cannot record a delete vm=%s", c->id);
     release_claim_index(s, claim);
+    push_if_deleted(s, i);
     log_req(YUN_LOG_NOTICE, c->req, res->error, "server delete ended vm=%s status=%s", c->id,
             i->status);
 }
@@ -1802,7 +1884,7 @@ server_delete(struct sched_call *call, const Yun__ServerRef *q)
         return r;
     bool local = !*i->host_id || !host_is_up(txn, i->host_id, NULL);
     if (local) {
-        r = local_delete(txn, i, *i->host_id ? "Deleted here: its host is down; the agent's "
+        r = local_delete(s, txn, i, *i->host_id ? "Deleted here: its host is down; the agent's "
                                                "start-up sync removes what is left."
                                              : "It had no host.", &claim);
     } else {
@@ -1816,6 +1898,7 @@ server_delete(struct sched_call *call, const Yun__ServerRef *q)
     if (r < 0)
         return r;
     release_claim_index(s, claim);
+    push_if_deleted(s, i);
     log_req(YUN_LOG_NOTICE, call->req, 0, "server delete vm=%s host=%s local=%s", i->id,
             i->host_id, local ? "yes" : "no");
     r = reply_inst(call, i);
@@ -2447,7 +2530,7 @@ sync_one(struct sched *s, struct yun_txn *txn, Yun__InstanceRecord *i,
     if (strcmp(i->task_state, T_DELETING) == 0) {
         *ret_delete = st != NULL;
         *ret_changed = true;
-        return local_delete(txn, i, "Deleted at the agent's start-up sync.", ret_claim);
+        return local_delete(s, txn, i, "Deleted at the agent's start-up sync.", ret_claim);
     }
     if (building) {
         /* A spawn queued or in flight to this agent goes on. */
@@ -3264,6 +3347,7 @@ sched_compute_init(struct sched *s)
     s->compute->agents = sched_agents_new(s);
     if (!s->compute->agents)
         return -ENOMEM;
+    sched_network_sync_init(s);
     int r;
     if (!s->placement) {
         struct sched_placement_config pcfg;
@@ -3296,6 +3380,7 @@ sched_compute_done(struct sched *s)
     if (!s->compute)
         return;
     s->compute->agents = sched_agents_free(s->compute->agents);
+    sched_network_sync_done(s);
     if (s->compute->owns_placement)
         s->placement = sched_placement_free(s->placement);
     free(s->compute);
@@ -3413,7 +3498,7 @@ sweep_task(struct sched *s, const struct sweep_item *it)
     if (strcmp(it->task, T_DELETING) == 0) {
         snprintf(msg, sizeof msg, "Deleted here: the agent did not confirm within %u s; its "
                  "start-up sync removes what is left.", s->cfg.compute_action_timeout_s);
-        r = local_delete(txn, i, msg, &claim);
+        r = local_delete(s, txn, i, msg, &claim);
     } else {
         snprintf(msg, sizeof msg, "Task '%s' timed out: no event from host '%s' within %u s.",
                  it->task, i->host_name, s->cfg.compute_action_timeout_s);
@@ -3430,6 +3515,7 @@ sweep_task(struct sched *s, const struct sweep_item *it)
     if (r < 0)
         return (void)log_err_errno(r, "cannot end a timed-out task vm=%s", it->id);
     release_claim_index(s, claim);
+    push_if_deleted(s, i);
     log_warn("task timed out vm=%s task=%s", it->id, it->task);
 }
 

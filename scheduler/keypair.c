@@ -266,6 +266,17 @@ type_from_request(const char *s)
 /* OP_KEYPAIR_CREATE: a new key made on the pool; the private key comes
  * back once. */
 int
+sched_keypair_public_key(struct yun_txn *txn, const char *user_id, const char *name, char **ret)
+{
+    _cleanup_(keypair_freep) Yun__KeypairRecord *k = NULL;
+    int r = keypair_get(txn, user_id, name, &k);
+    if (r < 0)
+        return r;
+    *ret = strdup(k->public_key);
+    return *ret ? 0 : -ENOMEM;
+}
+
+int
 sched_keypair_create(struct sched_call *call, const ProtobufCMessage *req)
 {
     const Yun__KeypairCreateRequest *q = (const Yun__KeypairCreateRequest *)req;

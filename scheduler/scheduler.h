@@ -245,6 +245,10 @@ int sched_keypair_import(struct sched_call *call, const ProtobufCMessage *req);
 int sched_keypair_list(struct sched_call *call, const ProtobufCMessage *req);
 int sched_keypair_show(struct sched_call *call, const ProtobufCMessage *req);
 int sched_keypair_delete(struct sched_call *call, const ProtobufCMessage *req);
+/* The OpenSSH public key line of keypair 'name' of user 'user_id', in
+ * '*ret' (malloc'ed). -ENOENT when there is none. */
+int sched_keypair_public_key(struct yun_txn *txn, const char *user_id, const char *name,
+                             char **ret);
 
 /* host.c */
 int sched_host_register(struct sched_call *call, const ProtobufCMessage *req);

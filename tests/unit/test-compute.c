@@ -25,6 +25,7 @@
 #include "bus.h"
 #include "cleanup.h"
 #include "compute.h"
+#include "network.h"
 #include "err.h"
 #include "placement.h"
 #include "rpc.h"
@@ -33,7 +34,9 @@
 #include "util.h"
 #include "compute.pb-c.h"
 #include "host.pb-c.h"
+#include "identity.pb-c.h"
 #include "image.pb-c.h"
+#include "network.pb-c.h"
 #include "yun.pb-c.h"
 
 #define MAX_CAPTURED 4096
@@ -137,6 +140,8 @@ request_desc(Yun__Op op)
         return &yun__agent_action_request__descriptor;
     case YUN__OP__OP_AGENT_CONSOLE:
         return &yun__agent_console_request__descriptor;
+    case YUN__OP__OP_AGENT_NETWORK_STATE:
+        return &yun__host_network_state__descriptor;
     default:
         return &yun__agent_list_request__descriptor;
     }
@@ -453,6 +458,8 @@ struct create_opts {
     uint32_t min, max;
     const char *group;
     size_t user_data;
+    const char *network;
+    const char *key_name;
 };
 
 static int
@@ -466,6 +473,12 @@ create_ex(struct fixture *fx, const struct who *w, const char *name,
     q.min_count = o ? o->min : 0;
     q.max_count = o ? o->max : 0;
     q.server_group = (char *)(o && o->group ? o->group : "");
+    char *nets[] = { (char *)(o && o->network ? o->network : "") };
+    if (o && o->network) {
+        q.networks = nets;
+        q.n_networks = 1;
+    }
+    q.key_name = (char *)(o && o->key_name ? o->key_name : "");
     uint8_t *ud = NULL;
     if (o && o->user_data) {
         ud = calloc(1, o->user_data);
@@ -600,6 +613,145 @@ flavor_create(struct fixture *fx, const struct who *w, const char *name, uint32_
     int r = run(fx, w, sched_flavor_create, &q, &yun__flavor_reply__descriptor, &y, ret_msg);
     free_msg(y);
     return r;
+}
+
+/* --- networks ------------------------------------------------------------------------- */
+
+static size_t
+latest_state(struct fixture *fx, const char *host, Yun__HostNetworkState **ret)
+{
+    size_t n = 0;
+    *ret = NULL;
+    for (size_t k = 0; k < fx->n_cap; k++) {
+        struct captured *c = &fx->cap[k];
+        if (c->op != YUN__OP__OP_AGENT_NETWORK_STATE || strcmp(c->host, host) != 0)
+            continue;
+        n++;
+        *ret = (Yun__HostNetworkState *)c->msg;
+        if (c->r) {
+            Yun__AgentNetworkStateReply y = YUN__AGENT_NETWORK_STATE_REPLY__INIT;
+            sched_agent_request_finish(&fx->s, TAKE_PTR(c->r), 0, NULL, &y.base);
+        }
+    }
+    return n;
+}
+
+static void
+put_keypair(struct fixture *fx, const char *user, const char *name, const char *pub)
+{
+    Yun__KeypairRecord k = YUN__KEYPAIR_RECORD__INIT;
+    k.user_id = (char *)user;
+    k.name = (char *)name;
+    k.type = (char *)"ssh-ed25519";
+    k.public_key = (char *)pub;
+    uint8_t buf[512];
+    size_t size = yun__keypair_record__pack(&k, buf);
+    char key[128];
+    int klen = snprintf(key, sizeof key, "%s%c%s", user, 0, name);
+    struct yun_txn *txn = NULL;
+    assert_int_equal(yun_txn_begin(fx->s.store, true, &txn), 0);
+    assert_int_equal(yun_txn_put(txn, "keypairs", key, (size_t)klen, buf, size), 0);
+    assert_int_equal(yun_txn_commit(txn), 0);
+}
+
+/* A server on a network gets a port bound to its host, the spawn carries
+ * the host's state (its port, the DHCP port, the metadata with its key)
+ * and the ports in NIC order, show lists its address; deleting it
+ * releases the ports and tells the host. Bad networks change nothing. */
+static void
+test_server_networks(void **state)
+{
+    struct fixture *fx = *state;
+    Yun__NetworkCreateRequest nq = YUN__NETWORK_CREATE_REQUEST__INIT;
+    nq.name = (char *)"net1";
+    Yun__NetworkReply *ny = NULL;
+    assert_int_equal(run(fx, &P1, sched_network_create, &nq, &yun__network_reply__descriptor,
+                         &ny, NULL), 0);
+    char net_id[64];
+    snprintf(net_id, sizeof net_id, "%s", ny->network->id);
+    free_msg(ny);
+    Yun__SubnetCreateRequest sq = YUN__SUBNET_CREATE_REQUEST__INIT;
+    sq.name = (char *)"sub1";
+    sq.network = (char *)"net1";
+    sq.cidr = (char *)"10.20.0.0/24";
+    Yun__SubnetReply *sy = NULL;
+    assert_int_equal(run(fx, &P1, sched_subnet_create, &sq, &yun__subnet_reply__descriptor,
+                         &sy, NULL), 0);
+    free_msg(sy);
+    put_keypair(fx, P1.user, "demo", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDemoKey u1@demo");
+
+    /* Refused: P2 cannot use P1's network; an unknown one; a key P1 lacks. */
+    struct counts before = counts_of(fx);
+    size_t ports_before = db_count(fx, "ports");
+    struct create_opts bad = { .network = "net1" };
+    assert_int_not_equal(create_ex(fx, &P2, "x", &bad, NULL, NULL), 0);
+    bad.network = "nonet";
+    assert_int_not_equal(create_ex(fx, &P1, "x", &bad, NULL, NULL), 0);
+    bad.network = "net1";
+    bad.key_name = "nokey";
+    assert_int_equal(create_ex(fx, &P1, "x", &bad, NULL, NULL), -ENOENT);
+    assert_counts_equal(before, counts_of(fx));
+    assert_int_equal(db_count(fx, "ports"), ports_before);
+
+    struct create_opts o = { .network = "net1", .key_name = "demo" };
+    Yun__ServerCreateReply *cy = NULL;
+    assert_int_equal(create_ex(fx, &P1, "web", &o, &cy, NULL), 0);
+    char id[64];
+    snprintf(id, sizeof id, "%s", cy->servers[0]->id);
+    free_msg(cy);
+    struct captured *c = pending(fx, YUN__OP__OP_AGENT_SPAWN, id);
+    assert_non_null(c);
+    char host[64];
+    snprintf(host, sizeof host, "%s", c->host);
+    const Yun__AgentSpawnRequest *sp = (const Yun__AgentSpawnRequest *)c->msg;
+    assert_int_equal(sp->n_ports, 1);
+    assert_string_equal(sp->ports[0]->network_id, net_id);
+    assert_string_equal(sp->ports[0]->host_id, host);
+    assert_int_equal(strncmp(sp->ports[0]->fixed_ips[0]->ip_address, "10.20.0.", 8), 0);
+    const Yun__HostNetworkState *st = sp->network;
+    assert_non_null(st);
+    assert_string_equal(st->host_id, host);
+    assert_int_equal(st->n_networks, 1);
+    size_t dhcp = 0, inst = 0;
+    for (size_t k = 0; k < st->n_ports; k++) {
+        dhcp += strcmp(st->ports[k]->device_owner, "network:dhcp") == 0;
+        inst += strcmp(st->ports[k]->device_id, id) == 0;
+    }
+    assert_int_equal(dhcp, 1);
+    assert_int_equal(inst, 1);
+    assert_int_equal(st->n_metadata, 1);
+    assert_string_equal(st->metadata[0]->instance_id, id);
+    assert_string_equal(st->metadata[0]->hostname, "web");
+    assert_int_equal(st->metadata[0]->n_public_keys, 1);
+    assert_string_equal(st->metadata[0]->public_keys[0]->name, "demo");
+    assert_non_null(strstr(st->metadata[0]->public_keys[0]->public_key, "DemoKey"));
+    /* The key is the instance's, not shown back. */
+    char mac[32], ip[32];
+    snprintf(mac, sizeof mac, "%s", sp->ports[0]->mac_address);
+    snprintf(ip, sizeof ip, "%s", sp->ports[0]->fixed_ips[0]->ip_address);
+    answer(fx, c, 0, NULL);
+    assert_int_equal(event_as(fx, agent_of(fx, host), id, "spawned", NULL), 0);
+
+    Yun__InstanceRecord *i = show(fx, &P1, id, 0);
+    assert_int_equal(i->n_addresses, 1);
+    assert_string_equal(i->addresses[0]->network_name, "net1");
+    assert_string_equal(i->addresses[0]->ip_address, ip);
+    assert_string_equal(i->addresses[0]->mac_address, mac);
+    assert_string_equal(i->key_public, "");
+    free_msg(i);
+
+    /* Delete: the ports go (the host's DHCP port with the last one), and
+     * the host is sent a state without them. */
+    assert_int_equal(delete_server(fx, &P1, id), 0);
+    c = pending(fx, YUN__OP__OP_AGENT_DESTROY, id);
+    assert_non_null(c);
+    answer(fx, c, 0, NULL);
+    assert_int_equal(event_as(fx, agent_of(fx, host), id, "deleted", NULL), 0);
+    assert_int_equal(db_count(fx, "ports"), ports_before);
+    Yun__HostNetworkState *last = NULL;
+    assert_true(latest_state(fx, host, &last) >= 1);
+    assert_int_equal(last->n_ports, 0);
+    assert_int_equal(last->n_metadata, 0);
 }
 
 static void
@@ -1667,6 +1819,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_console_deferred, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_networks, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,606 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * instance-network.c: the networks of instances, between compute
+ * (instance.c) and the network service (network.h). An instance asks for
+ * networks at create; once placement has chosen its host, one port per
+ * network is made and bound to that host in the same write transaction;
+ * a retry elsewhere binds them to the new host; deletion releases them.
+ *
+ * It also keeps every agent's network state in step: a host's state
+ * (network_host_state, plus what the metadata service serves for each of
+ * its instance ports) rides in each spawn and is pushed with
+ * OP_AGENT_NETWORK_STATE whenever something it holds changed, when the
+ * host registers, and on start. Pushes to one host go one at a time; a
+ * change while one is in flight sends one more, with the state of then
+ * (each carries a generation that only grows, so an agent never goes
+ * back to an older one). docs/networks.md. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "compute.h"
+#include "err.h"
+#include "log.h"
+#include "network.h"
+#include "scheduler.h"
+#include "store.h"
+#include "util.h"
+#include "compute.pb-c.h"
+#include "network.pb-c.h"
+
+YUN_LOG_MODULE("sched.netsync");
+
+#define OWNER_COMPUTE "compute:"
+#define HOSTNAME_MAX 63
+
+struct push_host {
+    struct push_host *next;
+    char *host_id;
+    bool in_flight;
+    bool again;       /* changed while in flight */
+};
+
+struct sched_netpush {
+    struct push_host *hosts;
+    uint64_t generation;
+};
+
+static void
+state_freep(Yun__HostNetworkState **st)
+{
+    if (*st)
+        yun__host_network_state__free_unpacked(*st, NULL);
+}
+
+/* --- instances' ports ------------------------------------------------------------- */
+
+int
+sched_instance_networks_resolve(struct sched_call *call, struct yun_txn *txn,
+                                char *const *refs, size_t n, char ***ret_ids)
+{
+    _cleanup_free_ char **ids = calloc(n + 1, sizeof *ids);
+    if (!ids)
+        return -ENOMEM;
+    int r = 0;
+    size_t got = 0;
+    for (size_t k = 0; r >= 0 && k < n; k++) {
+        Yun__NetworkRecord *net = NULL;
+        r = network_find_usable(call->s, txn, call, refs[k], &net);
+        if (r < 0) {
+            if (!call->error)
+                sched_call_error(call, r, "Network '%.64s' is not one this project can use.",
+                                 refs[k]);
+            break;
+        }
+        for (size_t j = 0; j < got; j++)
+            if (strcmp(ids[j], net->id) == 0)
+                r = sched_call_error(call, YUN_E_INVALID, "Network '%.64s' is given twice.",
+                                     refs[k]);
+        if (r >= 0 && !(ids[got++] = strdup(net->id)))
+            r = -ENOMEM;
+        yun__network_record__free_unpacked(net, NULL);
+    }
+    if (r < 0) {
+        yun_strv_free(ids);
+        ids = NULL;
+        return r;
+    }
+    *ret_ids = TAKE_PTR(ids);
+    return 0;
+}
+
+int
+sched_instance_ports_create(struct sched *s, struct yun_txn *txn, const Yun__InstanceRecord *i)
+{
+    for (size_t k = 0; k < i->n_networks; k++) {
+        Yun__PortRecord *p = NULL;
+        int r = port_create_for_instance(s, txn, i->project, i->networks[k], i->id, &p);
+        if (r < 0)
+            return r;
+        r = port_bind_host(s, txn, p->id, i->host_id);
+        yun__port_record__free_unpacked(p, NULL);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int
+sched_instance_ports_rebind(struct sched *s, struct yun_txn *txn, const Yun__InstanceRecord *i)
+{
+    Yun__PortRecord **ports = NULL;
+    size_t n = 0;
+    int r = ports_of_instance(s, txn, i->id, &ports, &n);
+    for (size_t k = 0; r >= 0 && k < n; k++)
+        r = port_bind_host(s, txn, ports[k]->id, i->host_id);
+    for (size_t k = 0; k < n; k++)
+        yun__port_record__free_unpacked(ports[k], NULL);
+    free(ports);
+    return r;
+}
+
+int
+sched_instance_ports_release(struct sched *s, struct yun_txn *txn, const Yun__InstanceRecord *i)
+{
+    if (!i->n_networks)
+        return 0;
+    return port_delete_for_instance(s, txn, i->id);
+}
+
+int
+sched_instance_addresses(struct sched *s, struct yun_txn *txn, const char *instance_id,
+                         Yun__InstanceAddress ***ret, size_t *ret_n)
+{
+    *ret = NULL;
+    *ret_n = 0;
+    Yun__PortRecord **ports = NULL;
+    size_t n = 0;
+    int r = ports_of_instance(s, txn, instance_id, &ports, &n);
+    if (r < 0)
+        return r;
+    size_t count = 0;
+    for (size_t k = 0; k < n; k++)
+        count += ports[k]->n_fixed_ips;
+    Yun__InstanceAddress **v = calloc(count + 1, sizeof *v);
+    if (!v)
+        r = -ENOMEM;
+    size_t got = 0;
+    for (size_t k = 0; r >= 0 && k < n; k++) {
+        const Yun__PortRecord *p = ports[k];
+        Yun__NetworkRecord *net = NULL;
+        (void)yun_txn_get_msg(txn, SCHED_DB_NETWORKS, p->network_id,
+                              &yun__network_record__descriptor, (ProtobufCMessage **)&net);
+        for (size_t f = 0; r >= 0 && f < p->n_fixed_ips; f++) {
+            Yun__InstanceAddress *a = calloc(1, sizeof *a);
+            if (!a) {
+                r = -ENOMEM;
+                break;
+            }
+            yun__instance_address__init(a);
+            v[got++] = a;
+            if (!(a->network_id = strdup(p->network_id)) ||
+                !(a->network_name = strdup(net ? net->name : "")) ||
+                !(a->ip_address = strdup(p->fixed_ips[f]->ip_address)) ||
+                !(a->mac_address = strdup(p->mac_address)) || !(a->port_id = strdup(p->id)))
+                r = -ENOMEM;
+        }
+        if (net)
+            yun__network_record__free_unpacked(net, NULL);
+    }
+    for (size_t k = 0; k < n; k++)
+        yun__port_record__free_unpacked(ports[k], NULL);
+    free(ports);
+    if (r < 0) {
+        sched_instance_addresses_free(v, got);
+        return r;
+    }
+    *ret = v;
+    *ret_n = got;
+    return 0;
+}
+
+void
+sched_instance_addresses_free(Yun__InstanceAddress **v, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        if (v[k]) {
+            /* Allocated field by field above: free the same way. */
+            free(v[k]->network_id == protobuf_c_empty_string ? NULL : v[k]->network_id);
+            free(v[k]->network_name == protobuf_c_empty_string ? NULL : v[k]->network_name);
+            free(v[k]->ip_address == protobuf_c_empty_string ? NULL : v[k]->ip_address);
+            free(v[k]->mac_address == protobuf_c_empty_string ? NULL : v[k]->mac_address);
+            free(v[k]->port_id == protobuf_c_empty_string ? NULL : v[k]->port_id);
+            free(v[k]);
+        }
+    free(v);
+}
+
+/* --- the host state with its metadata ------------------------------------------------ */
+
+/* A DNS label from the instance's name: lower case letters, digits and
+ * '-', at most 63, not starting or ending with '-'; the id's first
+ * characters when nothing is left. */
+static void
+hostname_of(const Yun__InstanceRecord *i, char out[HOSTNAME_MAX + 1])
+{
+    size_t n = 0;
+    for (const char *c = i->name; *c && n < HOSTNAME_MAX; c++) {
+        unsigned char ch = (unsigned char)*c;
+        if (isalnum(ch) && ch < 128)
+            out[n++] = (char)tolower(ch);
+        else if ((ch == '-' || ch == '_' || ch == '.' || ch == ' ') && n && out[n - 1] != '-')
+            out[n++] = '-';
+    }
+    while (n && out[n - 1] == '-')
+        n--;
+    out[n] = '\0';
+    if (!n)
+        snprintf(out, HOSTNAME_MAX + 1, "host-%.8s", i->id);
+}
+
+static int
+dup_to(char **field, const char *value)
+{
+    char *s = strdup(value ? value : "");
+    if (!s)
+        return -ENOMEM;
+    if (*field != protobuf_c_empty_string)
+        free(*field);
+    *field = s;
+    return 0;
+}
+
+/* PortMetadata of the instance port 'p', added to 'st' (whose memory is
+ * protobuf-c's unpacked layout: freed with free_unpacked, so every part
+ * is malloc'ed). */
+static int
+add_metadata(struct yun_txn *txn, Yun__HostNetworkState *st, const Yun__PortRecord *p)
+{
+    Yun__InstanceRecord *i = NULL;
+    int r = yun_txn_get_msg(txn, SCHED_DB_INSTANCES, p->device_id,
+                            &yun__instance_record__descriptor, (ProtobufCMessage **)&i);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    Yun__PortMetadata **v = realloc(st->metadata, (st->n_metadata + 1) * sizeof *v);
+    Yun__PortMetadata *m = calloc(1, sizeof *m);
+    if (v)
+        st->metadata = v;
+    if (!v || !m) {
+        free(m);
+        yun__instance_record__free_unpacked(i, NULL);
+        return -ENOMEM;
+    }
+    yun__port_metadata__init(m);
+    st->metadata[st->n_metadata++] = m;
+    char host[HOSTNAME_MAX + 1];
+    hostname_of(i, host);
+    r = dup_to(&m->port_id, p->id);
+    if (r >= 0)
+        r = dup_to(&m->instance_id, i->id);
+    if (r >= 0)
+        r = dup_to(&m->hostname, host);
+    if (r >= 0)
+        r = dup_to(&m->instance_name, i->name);
+    if (r >= 0)
+        r = dup_to(&m->project, i->project);
+    if (r >= 0)
+        r = dup_to(&m->availability_zone, *i->availability_zone ? i->availability_zone : "nova");
+    m->launched_us = i->launched_us;
+    if (r >= 0 && *i->key_name && *i->key_public) {
+        m->public_keys = calloc(1, sizeof *m->public_keys);
+        Yun__KeyMaterial *k = calloc(1, sizeof *k);
+        if (!m->public_keys || !k) {
+            free(k);
+            r = -ENOMEM;
+        } else {
+            yun__key_material__init(k);
+            m->public_keys[0] = k;
+            m->n_public_keys = 1;
+            r = dup_to(&k->name, i->key_name);
+            if (r >= 0)
+                r = dup_to(&k->public_key, i->key_public);
+        }
+    }
+    if (r >= 0 && i->user_data.len) {
+        m->user_data.data = malloc(i->user_data.len);
+        if (!m->user_data.data)
+            r = -ENOMEM;
+        else {
+            memcpy(m->user_data.data, i->user_data.data, i->user_data.len);
+            m->user_data.len = i->user_data.len;
+        }
+    }
+    if (r >= 0 && i->n_metadata) {
+        m->meta = calloc(i->n_metadata, sizeof *m->meta);
+        if (!m->meta)
+            r = -ENOMEM;
+        for (size_t k = 0; r >= 0 && k < i->n_metadata; k++) {
+            Yun__MetadataItem *it = calloc(1, sizeof *it);
+            if (!it) {
+                r = -ENOMEM;
+                break;
+            }
+            yun__metadata_item__init(it);
+            m->meta[m->n_meta++] = it;
+            r = dup_to(&it->key, i->metadata[k]->key);
+            if (r >= 0)
+                r = dup_to(&it->value, i->metadata[k]->value);
+        }
+    }
+    yun__instance_record__free_unpacked(i, NULL);
+    return r;
+}
+
+static struct sched_netpush *
+netpush(struct sched *s)
+{
+    if (!s->compute)
+        return NULL;
+    if (!s->compute->netpush) {
+        s->compute->netpush = calloc(1, sizeof *s->compute->netpush);
+        if (s->compute->netpush)
+            s->compute->netpush->generation = yun_wall_us();
+    }
+    return s->compute->netpush;
+}
+
+int
+sched_network_host_state(struct sched *s, struct yun_txn *txn, const char *host_id,
+                         Yun__HostNetworkState **ret)
+{
+    _cleanup_(state_freep) Yun__HostNetworkState *st = NULL;
+    int r = network_host_state(s, txn, host_id, &st);
+    if (r < 0)
+        return r;
+    for (size_t k = 0; k < st->n_ports; k++) {
+        const Yun__PortRecord *p = st->ports[k];
+        if (strncmp(p->device_owner, OWNER_COMPUTE, strlen(OWNER_COMPUTE)) != 0 ||
+            strcmp(p->host_id, host_id) != 0 || !*p->device_id)
+            continue;
+        r = add_metadata(txn, st, p);
+        if (r < 0)
+            return r;
+    }
+    struct sched_netpush *np = netpush(s);
+    st->generation = np ? ++np->generation : yun_wall_us();
+    *ret = TAKE_PTR(st);
+    return 0;
+}
+
+int
+sched_instance_spawn_network(struct sched *s, const Yun__InstanceRecord *i,
+                             Yun__HostNetworkState **ret_state, Yun__PortRecord ***ret_ports,
+                             size_t *ret_n)
+{
+    *ret_state = NULL;
+    *ret_ports = NULL;
+    *ret_n = 0;
+    if (!i->n_networks)
+        return 0;
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(s->store, false, &txn);
+    if (r < 0)
+        return r;
+    Yun__PortRecord **ports = NULL;
+    size_t n = 0;
+    r = ports_of_instance(s, txn, i->id, &ports, &n);
+    if (r < 0)
+        return r;
+    Yun__HostNetworkState *st = NULL;
+    r = sched_network_host_state(s, txn, i->host_id, &st);
+    if (r < 0) {
+        for (size_t k = 0; k < n; k++)
+            yun__port_record__free_unpacked(ports[k], NULL);
+        free(ports);
+        return r;
+    }
+    *ret_state = st;
+    *ret_ports = ports;
+    *ret_n = n;
+    return 0;
+}
+
+/* --- pushes ------------------------------------------------------------------------ */
+
+static struct push_host *
+push_host(struct sched_netpush *np, const char *host_id)
+{
+    for (struct push_host *h = np->hosts; h; h = h->next)
+        if (strcmp(h->host_id, host_id) == 0)
+            return h;
+    struct push_host *h = calloc(1, sizeof *h);
+    if (!h || !(h->host_id = strdup(host_id))) {
+        free(h);
+        return NULL;
+    }
+    h->next = np->hosts;
+    np->hosts = h;
+    return h;
+}
+
+static void push_send(struct sched *s, struct push_host *h);
+
+static void
+push_done(struct sched *s, const struct sched_agent_result *res, void *data)
+{
+    struct push_host *h = data;
+    h->in_flight = false;
+    if (res->error == -EOPNOTSUPP || res->error == YUN_E_NOHOST ||
+        res->error == YUN_E_UNREACHABLE)
+        log_debug("network state not applied host=%s: %s", h->host_id,
+                  *res->error_message ? res->error_message : yun_strerror(res->error));
+    else if (res->error)
+        log_warn("network state refused host=%s error=%s: %s", h->host_id,
+                 yun_errname(res->error), res->error_message);
+    else if (res->reply) {
+        const Yun__AgentNetworkStateReply *y = (const Yun__AgentNetworkStateReply *)res->reply;
+        for (size_t k = 0; k < y->n_errors; k++)
+            log_warn("network state partly failed host=%s generation=%llu: %s", h->host_id,
+                     (unsigned long long)y->generation, y->errors[k]);
+    }
+    if (h->again) {
+        h->again = false;
+        push_send(s, h);
+    }
+}
+
+static void
+push_send(struct sched *s, struct push_host *h)
+{
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    _cleanup_(state_freep) Yun__HostNetworkState *st = NULL;
+    int r = yun_txn_begin(s->store, false, &txn);
+    if (r >= 0)
+        r = sched_network_host_state(s, txn, h->host_id, &st);
+    yun_txn_abort(TAKE_PTR(txn));
+    if (r < 0) {
+        log_warn_errno(r, "cannot build the network state host=%s", h->host_id);
+        return;
+    }
+    h->in_flight = true;
+    r = sched_agent_send(s, h->host_id, YUN__OP__OP_AGENT_NETWORK_STATE, &st->base,
+                         &yun__agent_network_state_reply__descriptor, NULL, "network",
+                         push_done, h, NULL);
+    if (r < 0) {
+        h->in_flight = false;
+        log_warn_errno(r, "cannot send the network state host=%s", h->host_id);
+    }
+}
+
+void
+sched_network_push(struct sched *s, const char *host_id)
+{
+    if (!host_id || !*host_id)
+        return;
+    struct sched_netpush *np = netpush(s);
+    struct push_host *h = np ? push_host(np, host_id) : NULL;
+    if (!h)
+        return;
+    if (h->in_flight) {
+        h->again = true;
+        return;
+    }
+    push_send(s, h);
+}
+
+struct related_scan {
+    const Yun__InstanceRecord *const *insts;
+    size_t n;
+    char **hosts;
+    size_t n_hosts;
+    int error;
+};
+
+static bool
+related_port(const struct related_scan *sc, const Yun__PortRecord *p)
+{
+    for (size_t k = 0; k < sc->n; k++) {
+        const Yun__InstanceRecord *i = sc->insts[k];
+        if (strcmp(p->project, i->project) == 0)
+            return true;
+        for (size_t j = 0; j < i->n_networks; j++)
+            if (strcmp(p->network_id, i->networks[j]) == 0)
+                return true;
+    }
+    return false;
+}
+
+static int
+scan_related(const void *key, size_t key_size, const void *val, size_t val_size, void *data)
+{
+    (void)key;
+    (void)key_size;
+    struct related_scan *sc = data;
+    Yun__PortRecord *p = yun__port_record__unpack(NULL, val_size, val);
+    if (!p)
+        return 0;
+    if (*p->host_id && related_port(sc, p)) {
+        bool seen = false;
+        for (size_t k = 0; k < sc->n_hosts && !seen; k++)
+            seen = strcmp(sc->hosts[k], p->host_id) == 0;
+        if (!seen) {
+            char **v = realloc(sc->hosts, (sc->n_hosts + 1) * sizeof *v);
+            if (!v || !(v[sc->n_hosts] = strdup(p->host_id))) {
+                if (v)
+                    sc->hosts = v;
+                sc->error = -ENOMEM;
+                yun__port_record__free_unpacked(p, NULL);
+                return -ENOMEM;
+            }
+            sc->hosts = v;
+            sc->n_hosts++;
+        }
+    }
+    yun__port_record__free_unpacked(p, NULL);
+    return 0;
+}
+
+void
+sched_network_push_related(struct sched *s, const Yun__InstanceRecord *const *insts, size_t n,
+                           bool skip_own)
+{
+    struct related_scan sc = { .insts = insts, .n = n };
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(s->store, false, &txn);
+    if (r >= 0)
+        r = yun_txn_iterate(txn, SCHED_DB_PORTS, NULL, 0, scan_related, &sc);
+    yun_txn_abort(TAKE_PTR(txn));
+    if (r < 0)
+        log_warn_errno(r, "cannot find the hosts to tell of a network change");
+    for (size_t k = 0; k < sc.n_hosts; k++) {
+        bool own = false;
+        for (size_t j = 0; j < n && !own; j++)
+            own = strcmp(insts[j]->host_id, sc.hosts[k]) == 0;
+        if (!own)
+            sched_network_push(s, sc.hosts[k]);
+        free(sc.hosts[k]);
+    }
+    free(sc.hosts);
+    /* The instances' own hosts, even when none of their ports is left there. */
+    for (size_t j = 0; !skip_own && j < n; j++)
+        sched_network_push(s, insts[j]->host_id);
+}
+
+struct bound_scan {
+    const char *host_id;
+    bool found;
+};
+
+static int
+scan_bound(const void *key, size_t key_size, const void *val, size_t val_size, void *data)
+{
+    (void)key;
+    (void)key_size;
+    struct bound_scan *sc = data;
+    Yun__PortRecord *p = yun__port_record__unpack(NULL, val_size, val);
+    if (!p)
+        return 0;
+    sc->found = strcmp(p->host_id, sc->host_id) == 0;
+    yun__port_record__free_unpacked(p, NULL);
+    return sc->found ? 1 : 0;
+}
+
+bool
+sched_network_host_bound(struct sched *s, const char *host_id)
+{
+    struct bound_scan sc = { .host_id = host_id };
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(s->store, false, &txn);
+    if (r >= 0)
+        r = yun_txn_iterate(txn, SCHED_DB_PORTS, NULL, 0, scan_bound, &sc);
+    return r >= 0 && sc.found;
+}
+
+static void
+on_hosts_changed(struct sched *s, const char *const *host_ids, size_t n, void *data)
+{
+    (void)data;
+    for (size_t k = 0; k < n; k++)
+        sched_network_push(s, host_ids[k]);
+}
+
+void
+sched_network_sync_init(struct sched *s)
+{
+    network_set_changed_hook(s, on_hosts_changed, NULL);
+}
+
+void
+sched_network_sync_done(struct sched *s)
+{
+    if (!s->compute || !s->compute->netpush)
+        return;
+    struct push_host *h = s->compute->netpush->hosts;
+    while (h) {
+        struct push_host *next = h->next;
+        free(h->host_id);
+        free(h);
+        h = next;
+    }
+    free(s->compute->netpush);
+    s->compute->netpush = NULL;
+}
