@@ -23,8 +23,7 @@ struct yun_bus_client;
 struct agent_image_cache;
 struct agent_vms;
 struct agent_command;
-struct dhcp_set;
-struct metadata;
+struct agent_network;
 
 struct agent_config {
     char *key_file;
@@ -47,6 +46,12 @@ struct agent_config {
     char *listen_url;                  /* the command server (command.c) */
     char *storage_pool;                /* libvirt pool of the instances' disks */
     uint32_t shutdown_timeout_s;       /* graceful stop before power off */
+    /* [network] (host-network.c, dhcp.h) */
+    bool network_enabled;
+    char *network_tunnel_ip;           /* this host's VXLAN endpoint; "" = none */
+    char *network_tunnel_dev;          /* the underlay interface; "" = by route */
+    char *network_physical_mappings;   /* "physnet1:eth1,..." for flat and vlan */
+    uint32_t network_vxlan_port;
     char *network_run_dir;             /* DHCP servers' files (dhcp.h) */
     char *dnsmasq_path;
 };
@@ -95,10 +100,7 @@ struct agent {
     int64_t next_image_gc_ms;   /* when the periodic tick next runs the cache's GC */
     struct agent_vms *vms;      /* the instances (vm.c) */
     struct agent_command *cmd;  /* commands in, events out (command.c) */
-    /* The network services; the network state's handler calls their
-     * *_apply() after wiring the bridges (dhcp.h, metadata.h). */
-    struct dhcp_set *dhcp;
-    struct metadata *metadata;
+    struct agent_network *net;  /* bridges, taps, rules, DHCP, metadata (host-network.h) */
 };
 
 /* inventory.c */

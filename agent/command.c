@@ -45,6 +45,7 @@
 #include "err.h"
 #include "log.h"
 #include "loop.h"
+#include "host-network.h"
 #include "rpc.h"
 #include "util.h"
 #include "vm.h"
@@ -219,6 +220,17 @@ op_spawn(struct agent_call *call, const ProtobufCMessage *req)
     const Yun__AgentSpawnRequest *q = (const Yun__AgentSpawnRequest *)req;
     struct agent_vm_state st;
     char msg[MSG_MAX] = "";
+    if (q->n_ports) {
+        /* The taps must be there before the domain that uses them. */
+        struct agent *a = call->c->a;
+        int r = q->network ? agent_network_apply(a->net, q->network, NULL) : 0;
+        if (r < 0 && r != YUN_E_NETWORK)
+            return call_error(call, r, "Instance '%s' cannot be wired on host '%s': %s.",
+                              q->instance->id, a->key.id, yun_strerror(r));
+        r = agent_network_ports_ready(a->net, q->ports, q->n_ports, msg, sizeof msg);
+        if (r < 0)
+            return call_error(call, r, "%s", msg);
+    }
     int r = agent_vm_spawn(call->c->a->vms, q, call->req, &st, msg, sizeof msg);
     if (r < 0)
         return call_error(call, r, "%s", *msg ? msg : yun_strerror(r));
@@ -235,6 +247,29 @@ op_destroy(struct agent_call *call, const ProtobufCMessage *req)
     if (r < 0)
         return call_error(call, r, "%s", *msg ? msg : yun_strerror(r));
     return ack(call, &st);
+}
+
+/* OP_AGENT_NETWORK_STATE: the host's whole network state. What failed is
+ * listed in the reply, which is an error only when nothing could be done. */
+static int
+op_network_state(struct agent_call *call, const ProtobufCMessage *req)
+{
+    const Yun__HostNetworkState *q = (const Yun__HostNetworkState *)req;
+    struct agent *a = call->c->a;
+    Yun__AgentNetworkStateReply y = YUN__AGENT_NETWORK_STATE_REPLY__INIT;
+    int r = agent_network_apply(a->net, q, &y);
+    if (r == -EOPNOTSUPP)
+        return call_error(call, r, "Host '%s' does not wire networks (network.enabled is "
+                          "false).", a->key.id);
+    if (r == -EINVAL)
+        return call_error(call, YUN_E_INVALID, "The network state is for host '%s', not for "
+                          "'%s'.", q->host_id, a->host_id);
+    if (r < 0 && r != YUN_E_NETWORK)
+        return call_error(call, r, "Host '%s' cannot apply its network state: %s.", a->key.id,
+                          yun_strerror(r));
+    r = call_reply(call, &y.base);
+    agent_network_reply_done(&y);
+    return r;
 }
 
 static void
@@ -353,6 +388,8 @@ static const struct agent_op agent_ops[] = {
       op_console, SCHEDULER },
     { YUN__OP__OP_AGENT_LIST, "agent.list", &yun__agent_list_request__descriptor, op_list,
       SCHEDULER },
+    { YUN__OP__OP_AGENT_NETWORK_STATE, "agent.network_state",
+      &yun__host_network_state__descriptor, op_network_state, SCHEDULER },
 };
 
 static const struct agent_op *

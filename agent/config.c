@@ -54,6 +54,20 @@ const struct yun_cfg_key agent_config_table[] = {
       "Read a cached image back whole on every use, not only on its first use after start."),
     K("images", "gc_interval_s", YUN_CFG_U32, image_gc_interval_s, "60", 1, 86400,
       "Seconds between the periodic evictions of the cache down to its size cap."),
+    K("network", "enabled", YUN_CFG_BOOL, network_enabled, "true", 0, 0,
+      "Wire the instances' networks on this host (bridges, taps, nftables, dnsmasq, "
+      "metadata); false refuses network states (test hosts that share one machine)."),
+    K("network", "tunnel_ip", YUN_CFG_STRING, network_tunnel_ip, "", 0, 0,
+      "This host's address on the underlay, the local end of its VXLAN links, reported to the "
+      "scheduler so other hosts reach this one; empty: VXLAN networks stay within this host."),
+    K("network", "tunnel_dev", YUN_CFG_STRING, network_tunnel_dev, "", 0, 0,
+      "The underlay interface VXLAN links are bound to; empty lets routing choose."),
+    K("network", "physical_interface_mappings", YUN_CFG_STRING, network_physical_mappings, "",
+      0, 0,
+      "Physical networks of flat and VLAN networks, as label:interface pairs separated by "
+      "commas, e.g. physnet1:eth1."),
+    K("network", "vxlan_port", YUN_CFG_U32, network_vxlan_port, "4789", 1, 65535,
+      "UDP port of the VXLAN links; the same on every host."),
     K("network", "run_dir", YUN_CFG_STRING, network_run_dir, "/run/yun/agent", 0, 0,
       "Directory of the network services' runtime files: the DHCP servers' hosts, options and "
       "pid files under dhcp/. dnsmasq re-reads them as its own user, who must be able to "

@@ -12,12 +12,11 @@
 
 #include "agent.h"
 #include "cleanup.h"
-#include "dhcp.h"
 #include "err.h"
 #include "image-cache.h"
 #include "log.h"
 #include "loop.h"
-#include "metadata.h"
+#include "host-network.h"
 #include "notify.h"
 #include "store.h"
 #include "util.h"
@@ -27,7 +26,7 @@
 YUN_LOG_MODULE("agent.main");
 
 static const char *const agent_store_dbs[] = { "self", AGENT_IMAGE_CACHE_DB, AGENT_VM_DB,
-                                                 NULL };
+                                                 AGENT_DB_NETWORK, NULL };
 
 static void
 usage(FILE *out)
@@ -179,18 +178,13 @@ agent_run(struct agent *a)
     r = agent_command_start(a);
     if (r < 0)
         return r;
+    /* Before the instances: their taps are wired again first. */
+    r = agent_network_start(a, &a->net);
+    if (r < 0)
+        return r;
     r = agent_vm_start(a);
     if (r < 0)
         return r;
-    /* Nothing is served until the first network state; dnsmasqs a previous
-     * run left are adopted then. */
-    r = dhcp_set_new(a->loop, a->cfg.network_run_dir, a->cfg.dnsmasq_path, &a->dhcp);
-    if (r < 0)
-        return log_err_errno(r, "cannot set up the DHCP servers run_dir=%s dnsmasq=%s",
-                             a->cfg.network_run_dir, a->cfg.dnsmasq_path);
-    r = metadata_new(a->loop, &a->metadata);
-    if (r < 0)
-        return log_err_errno(r, "cannot set up the metadata service");
     log_notice("agent started name=%s libvirt=%s hypervisor=%s/%s cpus=%u memory_mb=%llu",
                a->key.id, a->cfg.libvirt_uri, a->inv.hypervisor_type, a->inv.hypervisor_version,
                a->inv.msg.cpus, (unsigned long long)a->inv.msg.memory_mb);
@@ -282,11 +276,9 @@ main(int argc, char **argv)
     /* Instances first: their last answers go out through the commands. */
     agent_vm_stop(&a);
     agent_command_stop(&a);
+    a.net = agent_network_stop(a.net);
     agent_report_stop(&a);
     agent_images_stop(&a);
-    /* The dnsmasqs keep serving while the agent is away. */
-    a.metadata = metadata_free(a.metadata);
-    a.dhcp = dhcp_set_free(a.dhcp);
     if (a.conn)
         virConnectClose(a.conn);
     a.loop = yun_loop_free(a.loop);

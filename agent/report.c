@@ -18,6 +18,7 @@
 #include "bus.h"
 #include "cleanup.h"
 #include "err.h"
+#include "host-network.h"
 #include "image-cache.h"
 #include "log.h"
 #include "loop.h"
@@ -109,6 +110,9 @@ send_register(struct agent *a)
     q.usage = &usage;
     q.host_id = a->host_id;
     q.heartbeat_interval_s = a->cfg.heartbeat_interval_s;
+    /* Where other hosts reach this one's VXLAN links (empty: nowhere). */
+    q.tunnel_ip = a->cfg.network_tunnel_ip;
+    q.network_generation = agent_network_generation(a->net);
     return send_request(a, YUN__OP__OP_HOST_REGISTER, &q.base, AGENT_PENDING_REGISTER);
 }
 

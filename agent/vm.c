@@ -59,6 +59,7 @@
 #include "pool.h"
 #include "store.h"
 #include "util.h"
+#include "host-network.h"
 #include "vm-xml.h"
 #include "vm.h"
 
@@ -1316,6 +1317,17 @@ vm_build_xml(struct agent_vms *v, const Yun__AgentInstanceRecord *rec, char **re
     const Yun__AgentSpawnRequest *q = rec->spawn;
     const Yun__InstanceRecord *i = q->instance;
     bool kernel = *rec->kernel_path;
+    /* One NIC per port, in order, on the tap network.c made for it. */
+    _cleanup_free_ struct agent_vm_nic *nics = calloc(q->n_ports + 1, sizeof *nics);
+    _cleanup_free_ char (*taps)[16] = calloc(q->n_ports + 1, sizeof *taps);
+    if (!nics || !taps)
+        return -ENOMEM;
+    for (size_t k = 0; k < q->n_ports; k++) {
+        agent_network_tap_name(q->ports[k]->id, taps[k]);
+        nics[k].mac = q->ports[k]->mac_address;
+        nics[k].tap = taps[k];
+        nics[k].port_id = q->ports[k]->id;
+    }
     struct agent_vm_spec s = {
         .id = i->id,
         .name = *i->name ? i->name : i->id,
@@ -1332,6 +1344,8 @@ vm_build_xml(struct agent_vms *v, const Yun__AgentInstanceRecord *rec, char **re
         .initrd_path = kernel && *rec->ramdisk_path ? rec->ramdisk_path : NULL,
         .cmdline = kernel ? (*q->kernel_cmdline ? q->kernel_cmdline : "console=ttyS0") : NULL,
         .console_log = rec->console_log,
+        .nics = nics,
+        .n_nics = q->n_ports,
     };
     return agent_vm_xml_build(&s, ret);
 }

@@ -89,6 +89,8 @@ start_scheduler() {
     PIDS+=("$SCHED_PID")
 }
 
+# Test agents wire no networks unless a test asks (-s network.enabled=true):
+# they share this machine's namespace with every other test and cloud.
 start_agent() { # NAME [extra --set args...]
     local name=$1
     shift
@@ -97,7 +99,7 @@ start_agent() { # NAME [extra --set args...]
         -s "agent.log_file=$T/agent-$name.log" -s agent.log_level=debug \
         -s agent.heartbeat_interval_s=1 -s agent.request_timeout_ms=1000 \
         -s libvirt.uri=test:///default -s "agent.listen_url=ipc://$T/agent-$name.cmd" \
-        "$@" 2>>"$T/agent-$name.err" &
+        -s network.enabled=false "$@" 2>>"$T/agent-$name.err" &
     AGENT_PID=$!
     PIDS+=("$AGENT_PID")
 }
