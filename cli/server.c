@@ -37,6 +37,7 @@ enum {
     OPT_AZ,
     OPT_PROPERTY,
     OPT_GROUP,
+    OPT_NETWORK,
     OPT_WAIT,
     OPT_LONG,
     OPT_ALL_PROJECTS,
@@ -227,6 +228,36 @@ strings_cell(struct cli_table *t, const char *key, char **v, size_t n)
     cli_table_json(t, key, arr, text);
 }
 
+/* "private=10.0.0.5, public=..." as OpenStack prints a server's addresses;
+ * JSON: [{network, ip_address, mac_address, port_id}]. */
+static void
+addresses_cell(struct cli_table *t, const Yun__InstanceRecord *i)
+{
+    struct json_object *arr = json_object_new_array();
+    size_t len = 1;
+    for (size_t k = 0; k < i->n_addresses; k++) {
+        const Yun__InstanceAddress *a = i->addresses[k];
+        struct json_object *o = json_object_new_object();
+        json_object_object_add(o, "network", json_object_new_string(a->network_name));
+        json_object_object_add(o, "network_id", json_object_new_string(a->network_id));
+        json_object_object_add(o, "ip_address", json_object_new_string(a->ip_address));
+        json_object_object_add(o, "mac_address", json_object_new_string(a->mac_address));
+        json_object_object_add(o, "port_id", json_object_new_string(a->port_id));
+        json_object_array_add(arr, o);
+        len += strlen(a->network_name) + strlen(a->network_id) + strlen(a->ip_address) + 4;
+    }
+    _cleanup_free_ char *text = calloc(1, len);
+    if (!text)
+        abort();
+    char *w = text;
+    for (size_t k = 0; k < i->n_addresses; k++) {
+        const Yun__InstanceAddress *a = i->addresses[k];
+        w += sprintf(w, "%s%s=%s", k ? ", " : "",
+                     *a->network_name ? a->network_name : a->network_id, a->ip_address);
+    }
+    cli_table_json(t, "addresses", arr, text);
+}
+
 static const char *
 image_name(const Yun__InstanceRecord *i)
 {
@@ -253,6 +284,8 @@ server_row(struct cli_table *t, const Yun__InstanceRecord *i, bool full)
     cli_table_str(t, "host_id", i->host_id);
     cli_table_str(t, "availability_zone", i->availability_zone);
     cli_table_str(t, "key_name", i->key_name);
+    addresses_cell(t, i);
+    strings_cell(t, "networks", i->networks, i->n_networks);
     cli_table_str(t, "server_group", i->server_group);
     cli_table_str(t, "reservation_id", i->reservation_id);
     metadata_cell(t, i);
@@ -393,10 +426,15 @@ server_create(struct cli *cli, int argc, char **argv)
         { "availability-zone", required_argument, NULL, OPT_AZ },
         { "property", required_argument, NULL, OPT_PROPERTY },
         { "group", required_argument, NULL, OPT_GROUP },
+        { "network", required_argument, NULL, OPT_NETWORK },
         { "wait", no_argument, NULL, OPT_WAIT },
         {},
     };
     Yun__ServerCreateRequest q = YUN__SERVER_CREATE_REQUEST__INIT;
+    _cleanup_free_ char **networks = calloc((size_t)argc + 1, sizeof *networks);
+    if (!networks)
+        abort();
+    q.networks = networks;
     _cleanup_(specs_done) struct specs meta;
     specs_init(&meta, argc);
     const char *user_data = NULL;
@@ -443,6 +481,9 @@ server_create(struct cli *cli, int argc, char **argv)
             break;
         case OPT_GROUP:
             q.server_group = optarg;
+            break;
+        case OPT_NETWORK:
+            networks[q.n_networks++] = optarg;
             break;
         case OPT_WAIT:
             wait = true;
@@ -1078,6 +1119,8 @@ const struct cli_verb cli_server_verbs[] = {
       "  --availability-zone AZ Only hosts of this zone\n"
       "  --property KEY=VALUE   Metadata (repeatable)\n"
       "  --group GROUP          Place by the policy of this server group\n"
+      "  --network NET          A port on this network (name or id; repeatable, in NIC\n"
+      "                         order); without it the server has no network\n"
       WAIT_HELP },
     { "list", server_list, "[FILTERS] [--limit N] [--marker ID] [--long] [--all-projects]",
       "List servers, newest first",
