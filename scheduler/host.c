@@ -59,9 +59,8 @@ load_host(struct yun_txn *txn, const char *id, Yun__HostRecord **ret)
     return 0;
 }
 
-/* Finds a host by id or by name. */
-static int
-find_host(struct yun_txn *txn, const char *ref, Yun__HostRecord **ret)
+int
+sched_host_find(struct yun_txn *txn, const char *ref, Yun__HostRecord **ret)
 {
     if (!*ref || strlen(ref) > 255)
         return YUN_E_NOHOST;
@@ -152,7 +151,7 @@ sched_host_register(struct sched_call *call, const ProtobufCMessage *req)
     if (r < 0)
         return r;
     _cleanup_(host_record_freep) Yun__HostRecord *old = NULL;
-    r = find_host(txn, q->name, &old);
+    r = sched_host_find(txn, q->name, &old);
     if (r < 0 && r != YUN_E_NOHOST)
         return r;
 
@@ -324,7 +323,7 @@ sched_host_show(struct sched_call *call, const ProtobufCMessage *req)
     if (r < 0)
         return r;
     _cleanup_(host_record_freep) Yun__HostRecord *h = NULL;
-    r = find_host(txn, q->host, &h);
+    r = sched_host_find(txn, q->host, &h);
     if (r == YUN_E_NOHOST)
         return sched_call_error(call, r, "Host '%.255s' not found.", q->host);
     if (r < 0)
@@ -346,7 +345,7 @@ sched_host_set_enabled(struct sched_call *call, const ProtobufCMessage *req)
     if (r < 0)
         return r;
     _cleanup_(host_record_freep) Yun__HostRecord *h = NULL;
-    r = find_host(txn, q->host, &h);
+    r = sched_host_find(txn, q->host, &h);
     if (r == YUN_E_NOHOST)
         return sched_call_error(call, r, "Host '%.255s' not found.", q->host);
     if (r < 0)

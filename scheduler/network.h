@@ -49,6 +49,7 @@ struct yun_txn;
 
 #define NETWORK_DEVICE_OWNER_DHCP "network:dhcp"
 #define NETWORK_DEVICE_OWNER_COMPUTE "compute:nova"
+#define NETWORK_DEVICE_OWNER_ROUTER "network:router_interface"
 
 /* --- handlers (dispatch.c rows) ---------------------------------------- */
 

@@ -313,10 +313,11 @@ network_has_subnet(const Yun__NetworkRecord *net, const char *subnet_id)
 }
 
 /* Claims an address of subnet 'subnet_id' ('want' "" = any) for 'port_id'
- * into 'out'. */
+ * into 'out'. Only a router port ('gateway_ok') may take the gateway's
+ * address, as a Neutron router interface does. */
 static int
 ip_take(struct sched_call *call, struct yun_txn *txn, const Yun__NetworkRecord *net,
-        const char *subnet_id, const char *want, const char *port_id,
+        const char *subnet_id, const char *want, const char *port_id, bool gateway_ok,
         char out[IPAM_ADDR_STR_SIZE])
 {
     if (!network_has_subnet(net, subnet_id))
@@ -340,7 +341,7 @@ ip_take(struct sched_call *call, struct yun_txn *txn, const Yun__NetworkRecord *
             return net_error(call, YUN_E_INVALID,
                              "Address '%s' is not a host address of subnet '%s' (%s).", want,
                              *sn->name ? sn->name : sn->id, sn->cidr);
-        if (strcmp(sn->gateway_ip, want) == 0)
+        if (strcmp(sn->gateway_ip, want) == 0 && !gateway_ok)
             return net_error(call, YUN_E_INVALID, "Address '%s' is the gateway of subnet '%s'.",
                              want, sn->cidr);
         r = ip_claim(txn, sn->id, a, port_id);
@@ -406,7 +407,8 @@ net_port_make(struct sched *s, struct sched_call *call, struct yun_txn *txn,
             if (strcmp(ips[j].subnet_id, subnet) == 0)
                 return net_error(call, YUN_E_INVALID,
                                  "A port has one address per subnet.");
-        r = ip_take(call, txn, net, subnet, want, id, addrs[i]);
+        r = ip_take(call, txn, net, subnet, want, id,
+                    strcmp(spec->device_owner, NETWORK_DEVICE_OWNER_ROUTER) == 0, addrs[i]);
         if (r < 0)
             return r;
         yun__fixed_ip__init(&ips[i]);
@@ -566,16 +568,17 @@ sched_port_create(struct sched_call *call, const ProtobufCMessage *req)
     r = net_default_group(s, txn, call->project, gid);
     if (r < 0)
         return r;
+    /* The binding host, by id or name; the port records its id. */
+    char host_id[YUN_UUID_STR_SIZE] = "";
     if (*q->host_id) {
-        const void *v;
-        size_t vs;
-        r = strlen(q->host_id) <= NET_NAME_MAX
-                ? yun_txn_get(txn, "hosts", q->host_id, strlen(q->host_id), &v, &vs)
-                : -ENOENT;
-        if (r == -ENOENT)
+        Yun__HostRecord *h = NULL;
+        r = sched_host_find(txn, q->host_id, &h);
+        if (r == YUN_E_NOHOST)
             return sched_call_error(call, YUN_E_NOHOST, "Host '%.64s' not found.", q->host_id);
         if (r < 0)
             return r;
+        snprintf(host_id, sizeof host_id, "%s", h->id);
+        yun__host_record__free_unpacked(h, NULL);
     }
     _cleanup_msg_ ProtobufCMessage *nm = NULL;
     r = net_find(call, txn, &net_kind_network, q->network, &nm);
@@ -637,7 +640,7 @@ sched_port_create(struct sched_call *call, const ProtobufCMessage *req)
     if (r == 0) {
         struct port_spec spec = {
             .project = call->project, .name = q->name, .description = q->description,
-            .device_id = q->device_id, .device_owner = q->device_owner, .host_id = q->host_id,
+            .device_id = q->device_id, .device_owner = q->device_owner, .host_id = host_id,
             .mac_address = q->mac_address, .fixed_ips = ip_ptrs,
             .n_fixed_ips = q->n_fixed_ips, .security_groups = groups,
             .n_security_groups = q->n_security_groups,
@@ -937,7 +940,7 @@ net_dhcp_port_sync(struct sched *s, struct yun_txn *txn, const Yun__NetworkRecor
                     has = true;
             if (has)
                 continue;
-            r = ip_take(NULL, txn, net, ips[i].subnet_id, "", p->id, addrs[n_added]);
+            r = ip_take(NULL, txn, net, ips[i].subnet_id, "", p->id, false, addrs[n_added]);
             if (r < 0)
                 break;
             yun__fixed_ip__init(&added[n_added]);

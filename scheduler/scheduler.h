@@ -251,6 +251,10 @@ int sched_keypair_public_key(struct yun_txn *txn, const char *user_id, const cha
                              char **ret);
 
 /* host.c */
+struct Yun__HostRecord;
+/* Finds a host by id or by name in 'txn': 0 and '*ret' (the caller's, to
+ * free_unpacked), YUN_E_NOHOST, or a store error. */
+int sched_host_find(struct yun_txn *txn, const char *ref, struct Yun__HostRecord **ret);
 int sched_host_register(struct sched_call *call, const ProtobufCMessage *req);
 int sched_host_heartbeat(struct sched_call *call, const ProtobufCMessage *req);
 int sched_host_list(struct sched_call *call, const ProtobufCMessage *req);
