@@ -176,11 +176,13 @@ apply_network(struct apply *ap, const Yun__NetworkRecord *net)
         return fail(ap, r, "network %s: bridge %s", net->id, br);
     want_link(ap, br);
 
-    if (strcmp(net->network_type, "vxlan") == 0) {
+    if (strcmp(net->network_type, "vxlan") == 0 && !*n->a->cfg.network_tunnel_ip) {
+        /* No underlay address: the network stays within this host (the
+         * scheduler lists this host as no one's VXLAN peer either). */
+    } else if (strcmp(net->network_type, "vxlan") == 0) {
         (void)netplug_ifname(up, "yvx-", net->id);
         const char *dev = *n->a->cfg.network_tunnel_dev ? n->a->cfg.network_tunnel_dev : NULL;
-        const char *local = *n->a->cfg.network_tunnel_ip ? n->a->cfg.network_tunnel_ip : NULL;
-        r = netplug_vxlan_ensure(n->np, up, net->segmentation_id, local, dev,
+        r = netplug_vxlan_ensure(n->np, up, net->segmentation_id, n->a->cfg.network_tunnel_ip, dev,
                                  (uint16_t)n->a->cfg.network_vxlan_port, br, mtu);
         if (r < 0)
             return fail(ap, r, "network %s: vxlan %s vni %u", net->id, up,
