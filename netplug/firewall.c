@@ -436,8 +436,9 @@ emit_drop_elem(FILE *f, const char *map, const char *key, const char *chain, con
 static void
 emit_drop_chain(FILE *f, const char *table, const char *chain, const char *tap)
 {
-    fprintf(f, "add chain %s %s%s\nflush chain %s %s%s\ndelete chain %s %s%s\n", table, chain,
-            tap, table, chain, tap, table, chain, tap);
+    /* The kernel deletes a chain's rules with it; a flush would make nft
+     * fetch every rule of the table first. */
+    fprintf(f, "add chain %s %s%s\ndelete chain %s %s%s\n", table, chain, tap, table, chain, tap);
 }
 
 /* The commands that take port 'old' out, whatever part of it is there. */
@@ -457,6 +458,16 @@ emit_remove(FILE *f, const struct fw_port *old)
     emit_drop_chain(f, "bridge yun", "s-", t);
     emit_drop_chain(f, "inet yun", "e-", t);
     emit_drop_chain(f, "inet yun", "i-", t);
+}
+
+/* Makes chain 'name''tap', emptied when it may hold rules ('exists'): a
+ * flush makes nft fetch all the table's rules, ~4 ms with 500 ports. */
+static void
+emit_chain(FILE *f, const char *name, const char *tap, bool exists)
+{
+    fprintf(f, "add chain %s%s\n", name, tap);
+    if (exists)
+        fprintf(f, "flush chain %s%s\n", name, tap);
 }
 
 /* One rule of a port's e- or i- chain, checked. */
@@ -529,33 +540,31 @@ static int
 emit_port(FILE *f, const struct netplug_fw_port *p, const char *mac, const struct fw_port *old)
 {
     const char *t = p->tap;
-    char ips[NETPLUG_FW_MAX_PORT_IPS * (INET_ADDRSTRLEN + 2) + 1] = "";
-    size_t len = 0;
-    for (size_t i = 0; i < p->n_ips; i++) {
-        char ip[INET_ADDRSTRLEN];
-        if (canon_ipv4(p->ips[i], ip) < 0)
+    char ips[NETPLUG_FW_MAX_PORT_IPS][INET_ADDRSTRLEN];
+    for (size_t i = 0; i < p->n_ips; i++)
+        if (canon_ipv4(p->ips[i], ips[i]) < 0)
             return -EINVAL;
-        len += (size_t)snprintf(ips + len, sizeof ips - len, "%s%s", i ? ", " : "", ip);
-    }
 
-    /* Anti-spoofing: what leaves the guest carries its own addresses. */
-    fprintf(f, "add chain bridge yun s-%s\nflush chain bridge yun s-%s\n", t, t);
+    /* Anti-spoofing: what leaves the guest carries its own addresses.
+     * One rule per address and no anonymous sets: each such set is one
+     * more object nft's cache fetches in every later transaction, which
+     * made plugging slow with hundreds of ports. */
+    emit_chain(f, "bridge yun s-", t, old != NULL);
     fprintf(f, "add rule bridge yun s-%s ether saddr != %s drop\n", t, mac);
     fprintf(f, "add rule bridge yun s-%s arp saddr ether != %s drop\n", t, mac);
-    fprintf(f, "add rule bridge yun s-%s arp saddr ip != { 0.0.0.0%s%s } drop\n", t,
-            len ? ", " : "", ips);
     fprintf(f, "add rule bridge yun s-%s udp sport 67 drop\n", t);
     fprintf(f, "add rule bridge yun s-%s ip saddr 0.0.0.0 udp sport 68 udp dport 67 return\n", t);
-    if (len)
-        fprintf(f, "add rule bridge yun s-%s ip saddr != { %s } drop\n", t, ips);
-    else
-        fprintf(f, "add rule bridge yun s-%s ether type ip drop\n", t);
-    fprintf(f, "add rule bridge yun s-%s ether type != { ip, arp } drop\n", t);
+    fprintf(f, "add rule bridge yun s-%s arp saddr ip 0.0.0.0 return\n", t);
+    for (size_t i = 0; i < p->n_ips; i++)
+        fprintf(f, "add rule bridge yun s-%s ip saddr %s return\n"
+                   "add rule bridge yun s-%s arp saddr ip %s return\n", t, ips[i], t, ips[i]);
+    /* Any other IPv4 or ARP, IPv6, VLAN tags, other protocols. */
+    fprintf(f, "add rule bridge yun s-%s drop\n", t);
     fprintf(f, "add element bridge yun ports { \"%s\" : jump s-%s }\n", t, t);
 
     /* Security groups. */
-    fprintf(f, "add chain inet yun e-%s\nflush chain inet yun e-%s\n", t, t);
-    fprintf(f, "add chain inet yun i-%s\nflush chain inet yun i-%s\n", t, t);
+    emit_chain(f, "inet yun e-", t, old != NULL);
+    emit_chain(f, "inet yun i-", t, old != NULL);
     fprintf(f, "add rule inet yun e-%s ct state invalid drop\n", t);
     fprintf(f, "add rule inet yun e-%s udp sport 68 udp dport 67 return\n", t);
     fprintf(f, "add rule inet yun i-%s ct state invalid drop\n", t);

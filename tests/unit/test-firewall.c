@@ -132,8 +132,10 @@ test_port_apply_remove(void **state)
     assert_true(has("52:54:00:aa:00:01 : jump e-ytapa"));
     assert_true(has("52:54:00:aa:00:01 : jump i-ytapa"));
     assert_true(has("ether saddr != 52:54:00:aa:00:01 drop"));
-    assert_true(has("ip saddr != 10.0.0.5 drop"));
-    assert_true(has("ip saddr != { 10.0.0.6, 10.0.0.7 } drop"));
+    assert_true(has("ip saddr 10.0.0.5 return"));
+    assert_true(has("arp saddr ip 10.0.0.5 return"));
+    assert_true(has("ip saddr 10.0.0.7 return"));
+    assert_false(has("ip saddr 10.0.0.8 return"));
     assert_true(has("tcp dport 22 accept"));
     assert_true(has("ip saddr 10.1.0.0/16 meta l4proto icmp accept"));
     assert_true(has("ip saddr @g-0a1b2c3d-0000-4000-8000-000000000001 udp dport 53-54 accept"));
@@ -172,7 +174,8 @@ test_port_apply_remove(void **state)
     b = port_b();
     b.n_ips = 0;
     assert_int_equal(netplug_fw_port_apply(fw, &b), 0);
-    assert_true(has("ether type ip drop"));
+    assert_false(has("ip saddr 10.0.0.6 return"));
+    assert_true(has("ip saddr 0.0.0.0 udp sport 68 udp dport 67 return"));
 }
 
 static void
