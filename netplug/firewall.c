@@ -7,7 +7,9 @@
  * Tables, chains and maps:
  *   bridge yun: map ports { ifname : verdict }, chain pre (prerouting,
  *     priority -300: before br_netfilter) "iifname vmap @ports", and per
- *     port a chain s-TAP of stateless anti-spoofing rules.
+ *     port a chain s-TAP of stateless anti-spoofing rules; set taps and
+ *     chain post (postrouting) that lets only IPv4 and ARP reach a guest,
+ *     since the inet rules below see IPv4 only.
  *   inet yun: maps egress and ingress { ether_addr : verdict }, chain
  *     forward (bridged IPv4 through br_netfilter) "ct state
  *     established,related accept; ether saddr vmap @egress; ether daddr
@@ -208,6 +210,9 @@ static const char tables_cmd[] =
     "add map bridge yun ports { type ifname : verdict; }\n"
     "add chain bridge yun pre { type filter hook prerouting priority -300; policy accept; }\n"
     "add rule bridge yun pre iifname vmap @ports\n"
+    "add set bridge yun taps { type ifname; }\n"
+    "add chain bridge yun post { type filter hook postrouting priority -300; policy accept; }\n"
+    "add rule bridge yun post oifname @taps ether type != { ip, arp } drop\n"
     "add table inet yun\n"
     "delete table inet yun\n"
     "add table inet yun\n"
@@ -343,7 +348,7 @@ fw_ready(struct netplug_fw *fw)
     /* One list command per run: nft 1.0.6 fills its cache for the last
      * of several and fails the others. */
     static const char *const checks[] = {
-        "list chain bridge yun pre", "list map bridge yun ports",
+        "list chain bridge yun pre", "list map bridge yun ports", "list chain bridge yun post",
         "list chain inet yun forward", "list map inet yun egress", "list map inet yun ingress",
     };
     int r = 0;
@@ -451,6 +456,8 @@ emit_remove(FILE *f, const struct fw_port *old)
     fprintf(f, "add chain bridge yun s-%s\nadd chain inet yun e-%s\nadd chain inet yun i-%s\n", t,
             t, t);
     emit_drop_elem(f, "bridge yun ports", key, "s-", t);
+    fprintf(f, "add element bridge yun taps { %s }\ndelete element bridge yun taps { %s }\n", key,
+            key);
     if (*old->mac_e)
         emit_drop_elem(f, "inet yun egress", old->mac_e, "e-", t);
     if (*old->mac_i)
@@ -561,6 +568,7 @@ emit_port(FILE *f, const struct netplug_fw_port *p, const char *mac, const struc
     /* Any other IPv4 or ARP, IPv6, VLAN tags, other protocols. */
     fprintf(f, "add rule bridge yun s-%s drop\n", t);
     fprintf(f, "add element bridge yun ports { \"%s\" : jump s-%s }\n", t, t);
+    fprintf(f, "add element bridge yun taps { \"%s\" }\n", t);
 
     /* Security groups. */
     emit_chain(f, "inet yun e-", t, old != NULL);
