@@ -613,14 +613,14 @@ emit_remove_ok(FILE *f, const struct fw_port *old)
     return 0;
 }
 
-/* Runs 'cmd'; when the cache was wrong about the tables (someone else
- * changed them), reads them again and reports -EAGAIN so the caller
- * rebuilds its command once. */
+/* Runs 'cmd'. When 'may_retry' and the failure may come from a cache
+ * that is wrong about the tables (someone else changed them), reads them
+ * again and returns -EAGAIN so that the caller rebuilds its command. */
 static int
-fw_run_tx(struct netplug_fw *fw, const char *cmd)
+fw_run_tx(struct netplug_fw *fw, const char *cmd, bool may_retry)
 {
     int r = fw_run(fw, cmd, false, NULL);
-    if (r == -ENOENT || r == -EEXIST || r == -EBUSY) {
+    if (may_retry && (r == -ENOENT || r == -EEXIST || r == -EBUSY)) {
         int k = fw_load(fw);
         if (k < 0)
             fw->ready = false;
@@ -645,8 +645,8 @@ netplug_fw_port_remove(struct netplug_fw *fw, const char *tap)
         r = BUILD(&cmd, emit_remove_ok(f, old));
         if (r < 0)
             return r;
-        r = fw_run_tx(fw, cmd);
-        if (r == -EAGAIN && attempt == 0)
+        r = fw_run_tx(fw, cmd, attempt == 0);
+        if (r == -EAGAIN)
             continue;
         if (r < 0)
             return r;
@@ -679,8 +679,8 @@ netplug_fw_port_apply(struct netplug_fw *fw, const struct netplug_fw_port *p)
         r = BUILD(&cmd, emit_port(f, p, mac, old));
         if (r < 0)
             return r;
-        r = fw_run_tx(fw, cmd);
-        if (r == -EAGAIN && attempt == 0)
+        r = fw_run_tx(fw, cmd, attempt == 0);
+        if (r == -EAGAIN)
             continue;
         if (r < 0)
             return r;
