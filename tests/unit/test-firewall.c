@@ -30,9 +30,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(struct netplug_fw *, netplug_fw_free);
 DEFINE_TRIVIAL_CLEANUP_FUNC(char **, netplug_names_free);
 
 static char *
-ruleset(void)
+run(const char *cmd)
 {
-    FILE *f = popen("nft list ruleset 2>&1", "r");
+    FILE *f = popen(cmd, "r");
     assert_non_null(f);
     char *out = calloc(1, 1 << 20);
     assert_non_null(out);
@@ -40,6 +40,12 @@ ruleset(void)
     out[n] = '\0';
     pclose(f);
     return out;
+}
+
+static char *
+ruleset(void)
+{
+    return run("nft list ruleset 2>&1");
 }
 
 static bool
@@ -129,11 +135,17 @@ test_port_apply_remove(void **state)
     assert_int_equal(netplug_fw_port_apply(fw, &a), 0);
     assert_int_equal(netplug_fw_port_apply(fw, &b), 0);
     assert_true(has("\"ytapa\" : jump s-ytapa"));
+    assert_true(has("oifname @taps ether type != { ip, arp } drop"));
+    _cleanup_free_ char *taps = run("nft list set bridge yun taps | tr -d ' \\t\\n'");
+    assert_non_null(strstr(taps, "\"ytapa\""));
+    assert_non_null(strstr(taps, "\"ytapb\""));
     assert_true(has("52:54:00:aa:00:01 : jump e-ytapa"));
     assert_true(has("52:54:00:aa:00:01 : jump i-ytapa"));
     assert_true(has("ether saddr != 52:54:00:aa:00:01 drop"));
-    assert_true(has("ip saddr != 10.0.0.5 drop"));
-    assert_true(has("ip saddr != { 10.0.0.6, 10.0.0.7 } drop"));
+    assert_true(has("ip saddr 10.0.0.5 return"));
+    assert_true(has("arp saddr ip 10.0.0.5 return"));
+    assert_true(has("ip saddr 10.0.0.7 return"));
+    assert_false(has("ip saddr 10.0.0.8 return"));
     assert_true(has("tcp dport 22 accept"));
     assert_true(has("ip saddr 10.1.0.0/16 meta l4proto icmp accept"));
     assert_true(has("ip saddr @g-0a1b2c3d-0000-4000-8000-000000000001 udp dport 53-54 accept"));
@@ -168,11 +180,13 @@ test_port_apply_remove(void **state)
     assert_int_equal(netplug_fw_port_remove(fw, "ytapb"), 0);
     assert_int_equal(netplug_fw_port_remove(fw, "ytapb"), 0);
     assert_false(has("ytapb"));
+    assert_false(has("ytapa"));
     /* A port with no address yet: no IPv4 out but DHCP. */
     b = port_b();
     b.n_ips = 0;
     assert_int_equal(netplug_fw_port_apply(fw, &b), 0);
-    assert_true(has("ether type ip drop"));
+    assert_false(has("ip saddr 10.0.0.6 return"));
+    assert_true(has("ip saddr 0.0.0.0 udp sport 68 udp dport 67 return"));
 }
 
 static void

@@ -13,7 +13,11 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <linux/if_tun.h>
 #include <sched.h>
+#include <sys/ioctl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -150,6 +154,16 @@ test_tap(void **state)
     assert_master(np, "ytap1", "ybr-b");
     assert_true(link_has("ytap1", "mtu 1500"));
     assert_true(link_has("ytap1", "link/ether fe:54:00:12:34:57"));
+    /* Held open as QEMU holds it: still fixed in place. */
+    _cleanup_close_ int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI };
+    strcpy(ifr.ifr_name, "ytap1");
+    assert_int_equal(ioctl(fd, TUNSETIFF, &ifr), 0);
+    assert_int_equal(netplug_tap_ensure(np, "ytap1", "ybr-a", "52:54:00:12:34:57", 1400), 0);
+    assert_int_equal(netplug_link_index(np, "ytap1"), idx);
+    assert_master(np, "ytap1", "ybr-a");
+    assert_true(link_has("ytap1", "mtu 1400"));
     /* Bad arguments change nothing. */
     assert_int_equal(netplug_tap_ensure(np, "ytap2", "ybr-a", "52:54:00:12:34", 0), -EINVAL);
     assert_int_equal(netplug_tap_ensure(np, "ytap2", "ybr-a", "52:54:00:12:34:5g", 0), -EINVAL);
