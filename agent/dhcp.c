@@ -933,7 +933,10 @@ net_apply(struct dhcp_set *d, struct dhcp_net *n, struct dhcp_config *cfg)
     return 0;
 }
 
-/* Strays: directories and namespaces of networks not served. */
+/* Strays: networks this agent served (it has their directory under its
+ * run_dir) and serves no more: their dnsmasq, veth, namespace and files.
+ * Namespaces without such a directory are another agent's (several agents
+ * or clouds may share a machine) and are left alone. */
 static void
 sweep(struct dhcp_set *d)
 {
@@ -946,30 +949,20 @@ sweep(struct dhcp_set *d)
         if (asprintf(&path, "%s/%s", d->dir, de->d_name) < 0)
             continue;
         pidfile_kill(path, d->dnsmasq_path);
+        char ns[NETPLUG_NETNS_NAME_MAX + 1];
+        if (dhcp_netns_name(de->d_name, ns, sizeof ns)) {
+            char ifname[16];
+            (void)netplug_link_delete(host_ifname(de->d_name, ifname));
+            int r = netplug_netns_remove(ns);
+            if (r < 0)
+                log_warn_errno(r, "cannot remove a stray namespace, ignoring ns=%s", ns);
+            else
+                log_info("stray DHCP namespace removed ns=%s", ns);
+        }
         dir_remove(path);
     }
     if (dir)
         (void)closedir(dir);
-
-    char **names = NULL;
-    size_t n_names = 0;
-    int r = netplug_netns_list(DHCP_NS_PREFIX, &names, &n_names);
-    if (r < 0)
-        log_warn_errno(r, "cannot list the network namespaces, ignoring");
-    for (size_t i = 0; i < n_names; i++) {
-        const char *id = names[i] + strlen(DHCP_NS_PREFIX);
-        if (!net_find(d, id)) {
-            char ifname[16];
-            (void)netplug_link_delete(host_ifname(id, ifname));
-            r = netplug_netns_remove(names[i]);
-            if (r < 0)
-                log_warn_errno(r, "cannot remove a stray namespace, ignoring ns=%s", names[i]);
-            else
-                log_info("stray DHCP namespace removed ns=%s", names[i]);
-        }
-        free(names[i]);
-    }
-    free(names);
 }
 
 int

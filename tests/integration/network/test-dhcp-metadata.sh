@@ -278,12 +278,19 @@ if ip -o link | grep -q ydh-; then fail "the DHCP veth is left"; fi
 if get vm1 /latest/meta-data/ >/dev/null 2>&1; then fail "metadata still served"; fi
 pass "a network no longer in the state leaves no process, namespace, veth or file"
 
-# A stray namespace (of a crashed agent) is removed by the next apply.
+# A stray namespace this agent made (its files are in the run dir: a
+# network it served before a crash) is removed by the next apply; one it
+# did not make (another agent's, on the same machine) is left alone.
 ip netns add yun-dhcp-stray
+mkdir -p "$S/dhcp/stray"
+ip netns add yun-dhcp-others
 kill -HUP "$DRIVER"
 for i in $(seq 50); do ip netns list | grep -q yun-dhcp-stray || break; sleep 0.1; done
 if ip netns list | grep -q yun-dhcp-stray; then fail "a stray namespace is left"; fi
-pass "stray yun-dhcp-* namespaces are removed"
+[ ! -e "$S/dhcp/stray" ] || fail "the stray's files are left"
+ip netns list | grep -q yun-dhcp-others || fail "another agent's namespace was removed"
+ip netns del yun-dhcp-others
+pass "this agent's stray yun-dhcp-* namespaces are removed, others' are left alone"
 
 # The driver stops cleanly (sanitizers report at exit).
 kill -TERM "$DRIVER"
