@@ -236,6 +236,9 @@ void sched_network_push(struct sched *s, const char *host_id);
  * its host's state). */
 void sched_network_push_related(struct sched *s, const struct Yun__InstanceRecord *const *insts,
                                 size_t n, bool skip_own);
+/* The host applied its state: its ports (or those of 'device_id' only)
+ * become ACTIVE. */
+void sched_network_ports_wired(struct sched *s, const char *host_id, const char *device_id);
 /* True when a port is bound to host 'host_id' (false on a store error). */
 bool sched_network_host_bound(struct sched *s, const char *host_id);
 void sched_network_sync_init(struct sched *s);

@@ -421,6 +421,8 @@ push_done(struct sched *s, const struct sched_agent_result *res, void *data)
         for (size_t k = 0; k < y->n_errors; k++)
             log_warn("network state partly failed host=%s generation=%llu: %s", h->host_id,
                      (unsigned long long)y->generation, y->errors[k]);
+        if (!y->n_errors)
+            sched_network_ports_wired(s, h->host_id, NULL);
     }
     if (h->again) {
         h->again = false;
@@ -543,6 +545,71 @@ sched_network_push_related(struct sched *s, const Yun__InstanceRecord *const *in
     /* The instances' own hosts, even when none of their ports is left there. */
     for (size_t j = 0; !skip_own && j < n; j++)
         sched_network_push(s, insts[j]->host_id);
+}
+
+struct status_scan {
+    const char *host_id;
+    const char *device_id;   /* NULL: every port bound to the host */
+    char **ids;
+    size_t n;
+};
+
+static int
+scan_status(const void *key, size_t key_size, const void *val, size_t val_size, void *data)
+{
+    (void)key;
+    (void)key_size;
+    struct status_scan *sc = data;
+    Yun__PortRecord *p = yun__port_record__unpack(NULL, val_size, val);
+    if (!p)
+        return 0;
+    int r = 0;
+    if (strcmp(p->host_id, sc->host_id) == 0 && strcmp(p->status, "ACTIVE") != 0 &&
+        (!sc->device_id || strcmp(p->device_id, sc->device_id) == 0)) {
+        char **v = realloc(sc->ids, (sc->n + 1) * sizeof *v);
+        if (!v || !(v[sc->n] = strdup(p->id)))
+            r = -ENOMEM;
+        if (v)
+            sc->ids = v;
+        if (r == 0)
+            sc->n++;
+    }
+    yun__port_record__free_unpacked(p, NULL);
+    return r;
+}
+
+void
+sched_network_ports_wired(struct sched *s, const char *host_id, const char *device_id)
+{
+    struct status_scan sc = { .host_id = host_id, .device_id = device_id };
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(s->store, true, &txn);
+    if (r >= 0)
+        r = yun_txn_iterate(txn, SCHED_DB_PORTS, NULL, 0, scan_status, &sc);
+    for (size_t k = 0; r >= 0 && k < sc.n; k++) {
+        Yun__PortRecord *p = NULL;
+        r = yun_txn_get_msg(txn, SCHED_DB_PORTS, sc.ids[k], &yun__port_record__descriptor,
+                            (ProtobufCMessage **)&p);
+        if (r == -ENOENT) {
+            r = 0;
+            continue;
+        }
+        if (r < 0)
+            break;
+        char *old = p->status;
+        p->status = (char *)"ACTIVE";
+        p->updated_us = yun_wall_us();
+        r = yun_txn_put_msg(txn, SCHED_DB_PORTS, p->id, &p->base);
+        p->status = old;
+        yun__port_record__free_unpacked(p, NULL);
+    }
+    if (r >= 0 && sc.n)
+        r = yun_txn_commit(TAKE_PTR(txn));
+    if (r < 0)
+        log_warn_errno(r, "cannot mark the ports of host=%s wired", host_id);
+    for (size_t k = 0; k < sc.n; k++)
+        free(sc.ids[k]);
+    free(sc.ids);
 }
 
 struct bound_scan {

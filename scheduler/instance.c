@@ -1056,6 +1056,9 @@ spawn_done(struct sched *s, const struct sched_agent_result *res, void *data)
         log_err_errno(r, "cannot record an accepted spawn vm=%s", c->id);
     else
         log_req(YUN_LOG_DEBUG, c->req, 0, "spawn accepted vm=%s host=%s", c->id, c->host_id);
+    /* The agent wired its ports before it accepted. */
+    if (r >= 0 && i->n_networks)
+        sched_network_ports_wired(s, c->host_id, c->id);
 }
 
 /* Sends the spawn (or rebuild) of 'i' to its host's agent. */

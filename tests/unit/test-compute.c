@@ -731,6 +731,17 @@ test_server_networks(void **state)
     snprintf(ip, sizeof ip, "%s", sp->ports[0]->fixed_ips[0]->ip_address);
     answer(fx, c, 0, NULL);
     assert_int_equal(event_as(fx, agent_of(fx, host), id, "spawned", NULL), 0);
+    /* The agent accepted the spawn once its taps were made: the port is ACTIVE. */
+    struct yun_txn *txn = NULL;
+    Yun__PortRecord **pp = NULL;
+    size_t np = 0;
+    assert_int_equal(yun_txn_begin(fx->s.store, false, &txn), 0);
+    assert_int_equal(ports_of_instance(&fx->s, txn, id, &pp, &np), 0);
+    yun_txn_abort(txn);
+    assert_int_equal(np, 1);
+    assert_string_equal(pp[0]->status, "ACTIVE");
+    free_msg(pp[0]);
+    free(pp);
 
     Yun__InstanceRecord *i = show(fx, &P1, id, 0);
     assert_int_equal(i->n_addresses, 1);
