@@ -64,7 +64,7 @@ sched_host_find(struct yun_txn *txn, const char *ref, Yun__HostRecord **ret)
 {
     if (!*ref || strlen(ref) > 255)
         return YUN_E_NOHOST;
-    int r = yun_uuid_is_valid(ref) ? load_host(txn, ref, ret) : -ENOENT;
+    int r = load_host(txn, ref, ret);
     if (r != -ENOENT)
         return r;
     const void *id;
