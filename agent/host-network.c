@@ -28,6 +28,7 @@
 YUN_LOG_MODULE("agent.network");
 
 #define STATE_KEY "state"
+#define LINKS_KEY "links"
 #define OWNER_COMPUTE "compute:"
 #define OWNER_ROUTER "network:router_interface"
 #define MAX_ERRORS 32
@@ -512,6 +513,100 @@ prune_links(struct apply *ap)
         }
 }
 
+/* The set of links this agent owns is kept in its store ("links": the
+ * names, 16 bytes each), written ahead of making any: an agent killed
+ * half-way through a state finds at start everything it may have made. */
+static int
+links_save(struct agent_network *n)
+{
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(n->a->store, true, &txn);
+    if (r >= 0)
+        r = yun_txn_put(txn, AGENT_DB_NETWORK, LINKS_KEY, strlen(LINKS_KEY),
+                        n->n_owned ? (const void *)n->owned : "", n->n_owned * 16);
+    if (r >= 0)
+        r = yun_txn_commit(TAKE_PTR(txn));
+    return r;
+}
+
+static int
+links_load(struct agent_network *n)
+{
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(n->a->store, false, &txn);
+    const void *v;
+    size_t size;
+    if (r >= 0)
+        r = yun_txn_get(txn, AGENT_DB_NETWORK, LINKS_KEY, strlen(LINKS_KEY), &v, &size);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    if (size % 16)
+        return -EBADMSG;
+    n->owned = malloc(size ? size : 1);
+    if (!n->owned)
+        return -ENOMEM;
+    memcpy(n->owned, v, size);
+    n->n_owned = size / 16;
+    for (size_t i = 0; i < n->n_owned; i++)
+        n->owned[i][15] = '\0';
+    return 0;
+}
+
+static bool
+owned(const struct agent_network *n, const char *name)
+{
+    for (size_t i = 0; i < n->n_owned; i++)
+        if (strcmp(n->owned[i], name) == 0)
+            return true;
+    return false;
+}
+
+static int
+own(struct agent_network *n, const char *name, bool *changed)
+{
+    if (!*name || owned(n, name))
+        return 0;
+    char (*v)[16] = realloc(n->owned, (n->n_owned + 1) * sizeof *v);
+    if (!v)
+        return -ENOMEM;
+    n->owned = v;
+    snprintf(v[n->n_owned++], 16, "%s", name);
+    *changed = true;
+    return 0;
+}
+
+/* Before anything is made: the links 'st' will want join the owned set,
+ * durably. */
+static int
+own_ahead(struct agent_network *n, const Yun__HostNetworkState *st)
+{
+    bool changed = false;
+    int r = 0;
+    char name[16];
+    for (size_t i = 0; r >= 0 && i < st->n_networks; i++) {
+        const Yun__NetworkRecord *net = st->networks[i];
+        if (netplug_ifname(name, "ybr-", net->id) >= 0)
+            r = own(n, name, &changed);
+        const char *up = strcmp(net->network_type, "vxlan") == 0 ? "yvx-"
+                         : strcmp(net->network_type, "vlan") == 0 ? "yvl-" : NULL;
+        if (r >= 0 && up && netplug_ifname(name, up, net->id) >= 0)
+            r = own(n, name, &changed);
+    }
+    for (size_t i = 0; r >= 0 && i < st->n_ports; i++) {
+        const Yun__PortRecord *p = st->ports[i];
+        if (strcmp(p->host_id, st->host_id) != 0 ||
+            strncmp(p->device_owner, OWNER_COMPUTE, strlen(OWNER_COMPUTE)) != 0)
+            continue;
+        agent_network_tap_name(p->id, name);
+        r = own(n, name, &changed);
+    }
+    if (r >= 0 && changed)
+        r = links_save(n);
+    return r;
+}
+
 /* What this state made is what the next one may remove. */
 static void
 own_links(struct apply *ap)
@@ -520,6 +615,9 @@ own_links(struct apply *ap)
     free(n->owned);
     n->owned = TAKE_PTR(ap->links);
     n->n_owned = ap->n_links;
+    int r = links_save(n);
+    if (r < 0)
+        fail(ap, r, "saving the links made");
 }
 
 static int
@@ -556,6 +654,11 @@ apply(struct agent_network *n, const Yun__HostNetworkState *st, bool save,
     ap.links = links;
     ap.errors = errors;
 
+    int r = own_ahead(n, st);
+    if (r < 0) {
+        free(links);
+        return log_warn_errno(r, "cannot record the links a network state makes");
+    }
     for (size_t i = 0; i < st->n_networks; i++)
         apply_network(&ap, st->networks[i]);
     apply_groups(&ap);
@@ -566,7 +669,7 @@ apply(struct agent_network *n, const Yun__HostNetworkState *st, bool save,
             apply_port(&ap, p);
     }
     apply_gateways(&ap);
-    int r = dhcp_apply(n->dhcp, st, st->host_id);
+    r = dhcp_apply(n->dhcp, st, st->host_id);
     if (r < 0)
         fail(&ap, r, "DHCP");
     r = metadata_apply(n->md, st, st->host_id);
@@ -702,6 +805,9 @@ agent_network_start(struct agent *a, struct agent_network **ret)
         log_err_errno(r, "cannot start the metadata service");
         goto fail;
     }
+    r = links_load(n);
+    if (r < 0)
+        log_warn_errno(r, "cannot read the links this agent made");
     r = reapply_stored(n);
     if (r < 0 && r != YUN_E_NETWORK)
         log_warn_errno(r, "cannot reapply the stored network state");
