@@ -15,6 +15,7 @@
 #include <netlink/socket.h>
 
 #include "addr.h"
+#include "netplug-priv.h"
 
 #define MAX_ADDRS 64
 
@@ -23,26 +24,6 @@ struct want {
     unsigned prefix;
     bool present;
 };
-
-static int
-nl_to_errno(int nle)
-{
-    switch (-nle) {
-    case NLE_NOMEM:
-        return -ENOMEM;
-    case NLE_EXIST:
-        return -EEXIST;
-    case NLE_OBJ_NOTFOUND:
-    case NLE_NODEV:
-        return -ENODEV;
-    case NLE_PERM:
-        return -EPERM;
-    case NLE_INVAL:
-        return -EINVAL;
-    default:
-        return -EIO;
-    }
-}
 
 /* "a.b.c.d/n" with n in 0..32, nothing else. */
 static int
@@ -90,7 +71,7 @@ addr_new(int ifindex, const struct want *w, struct rtnl_addr **ret)
     nl_addr_put(local);
     if (r < 0) {
         rtnl_addr_put(a);
-        return nl_to_errno(r);
+        return netplug_errno_from_nl(r);
     }
     *ret = a;
     return 0;
@@ -112,13 +93,13 @@ netplug_addr_sync(const char *name, const char *const *cidrs, size_t n)
     struct nl_cache *cache = NULL;
     int r = nl_connect(sock, NETLINK_ROUTE);
     if (r < 0) {
-        r = nl_to_errno(r);
+        r = netplug_errno_from_nl(r);
         goto out;
     }
     struct rtnl_link *link = NULL;
     r = rtnl_link_get_kernel(sock, 0, name, &link);
     if (r < 0) {
-        r = nl_to_errno(r);
+        r = netplug_errno_from_nl(r);
         goto out;
     }
     int ifindex = rtnl_link_get_ifindex(link);
@@ -126,7 +107,7 @@ netplug_addr_sync(const char *name, const char *const *cidrs, size_t n)
 
     r = rtnl_addr_alloc_cache(sock, &cache);
     if (r < 0) {
-        r = nl_to_errno(r);
+        r = netplug_errno_from_nl(r);
         goto out;
     }
     /* Delete what is not wanted; mark what is already there. */
@@ -147,7 +128,7 @@ netplug_addr_sync(const char *name, const char *const *cidrs, size_t n)
         if (!keep) {
             int d = rtnl_addr_delete(sock, a, 0);
             if (d < 0 && -d != NLE_NOADDR && -d != NLE_OBJ_NOTFOUND) {
-                r = nl_to_errno(d);
+                r = netplug_errno_from_nl(d);
                 goto out;
             }
         }
@@ -162,7 +143,7 @@ netplug_addr_sync(const char *name, const char *const *cidrs, size_t n)
         int k = rtnl_addr_add(sock, a, NLM_F_REPLACE);
         rtnl_addr_put(a);
         if (k < 0) {
-            r = nl_to_errno(k);
+            r = netplug_errno_from_nl(k);
             goto out;
         }
     }

@@ -30,45 +30,11 @@
 
 #include "cleanup.h"
 #include "netns.h"
+#include "netplug-priv.h"
 #include "util.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct nl_sock *, nl_socket_free);
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct rtnl_link *, rtnl_link_put);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct rtnl_addr *, rtnl_addr_put);
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct nl_addr *, nl_addr_put);
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct nl_cache *, nl_cache_free);
-
-/* libnl returns -NLE_* codes, which are not errno values (STYLE.md
- * section 3). XXX: the same table as link.c's; one shared helper belongs
- * in netplug once link.c grows (it is being reworked in parallel). */
-static int
-errno_from_nl(int nle)
-{
-    switch (-nle) {
-    case NLE_SUCCESS:
-        return 0;
-    case NLE_NOMEM:
-        return -ENOMEM;
-    case NLE_EXIST:
-        return -EEXIST;
-    case NLE_OBJ_NOTFOUND:
-    case NLE_NODEV:
-        return -ENODEV;
-    case NLE_PERM:
-        return -EPERM;
-    case NLE_INVAL:
-    case NLE_RANGE:
-        return -EINVAL;
-    case NLE_BUSY:
-        return -EBUSY;
-    case NLE_AGAIN:
-        return -EAGAIN;
-    case NLE_NOADDR:
-        return -EADDRNOTAVAIL;
-    default:
-        return -EIO;
-    }
-}
 
 static int
 netns_path(const char *name, char *buf, size_t size)
@@ -280,7 +246,7 @@ nl_open(struct nl_sock **ret)
         return -ENOMEM;
     int r = nl_connect(sock, NETLINK_ROUTE);
     if (r < 0)
-        return errno_from_nl(r);
+        return netplug_errno_from_nl(r);
     *ret = TAKE_PTR(sock);
     return 0;
 }
@@ -296,7 +262,7 @@ link_get(struct nl_sock *sock, const char *name, struct rtnl_link **ret)
         return 0;
     }
     if (r < 0)
-        return errno_from_nl(r);
+        return netplug_errno_from_nl(r);
     *ret = link;
     return 0;
 }
@@ -309,7 +275,7 @@ link_delete(struct nl_sock *sock, const char *name)
     if (r < 0 || !link)
         return r;
     r = rtnl_link_delete(sock, link);
-    return r < 0 && r != -NLE_OBJ_NOTFOUND && r != -NLE_NODEV ? errno_from_nl(r) : 0;
+    return r < 0 && r != -NLE_OBJ_NOTFOUND && r != -NLE_NODEV ? netplug_errno_from_nl(r) : 0;
 }
 
 int
@@ -334,7 +300,7 @@ static int
 link_change(struct nl_sock *sock, struct rtnl_link *link, struct rtnl_link *changes)
 {
     int r = rtnl_link_change(sock, link, changes, 0);
-    return r < 0 ? errno_from_nl(r) : 0;
+    return r < 0 ? netplug_errno_from_nl(r) : 0;
 }
 
 struct ns_side {
@@ -423,7 +389,7 @@ ns_side_run(void *data)
     _cleanup_(nl_cache_freep) struct nl_cache *cache = NULL;
     r = rtnl_addr_alloc_cache(sock, &cache);
     if (r < 0)
-        return errno_from_nl(r);
+        return netplug_errno_from_nl(r);
     for (struct nl_object *o = nl_cache_get_first(cache); o; o = nl_cache_get_next(o)) {
         struct rtnl_addr *a = (struct rtnl_addr *)o;
         if (rtnl_addr_get_ifindex(a) != ifindex || rtnl_addr_get_family(a) != AF_INET ||
@@ -431,7 +397,7 @@ ns_side_run(void *data)
             continue;
         r = rtnl_addr_delete(sock, a, 0);
         if (r < 0 && r != -NLE_NOADDR)
-            return errno_from_nl(r);
+            return netplug_errno_from_nl(r);
     }
     for (size_t i = 0; i < s->n; i++) {
         _cleanup_(rtnl_addr_putp) struct rtnl_addr *a = rtnl_addr_alloc();
@@ -446,10 +412,10 @@ ns_side_run(void *data)
         rtnl_addr_set_prefixlen(a, (int)nl_addr_get_prefixlen(local));
         r = rtnl_addr_set_local(a, local);
         if (r < 0)
-            return errno_from_nl(r);
+            return netplug_errno_from_nl(r);
         r = rtnl_addr_add(sock, a, NLM_F_REPLACE);
         if (r < 0 && r != -NLE_EXIST)
-            return errno_from_nl(r);
+            return netplug_errno_from_nl(r);
     }
     return 0;
 }
@@ -476,7 +442,7 @@ veth_create(struct nl_sock *sock, const char *host_ifname, const char *ns, const
         rtnl_link_set_mtu(peer, mtu);
     }
     int r = rtnl_link_add(sock, link, NLM_F_CREATE | NLM_F_EXCL);
-    return r < 0 ? errno_from_nl(r) : 0;
+    return r < 0 ? netplug_errno_from_nl(r) : 0;
 }
 
 int
