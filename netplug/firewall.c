@@ -15,7 +15,9 @@
  *     established,related accept; ether saddr vmap @egress; ether daddr
  *     vmap @ingress", and per port chains e-TAP (returns when allowed, so
  *     that the destination port's ingress chain is still asked) and i-TAP
- *     (accepts when allowed); sets g-GROUP of a group's addresses.
+ *     (accepts when allowed); sets g-GROUP of a group's addresses; chain
+ *     input: what guests start towards the host through a yun bridge (a
+ *     router port's gateway) passes their egress rules, then only ICMP.
  * CONFIG_NF_CONNTRACK_BRIDGE is not set on yun's kernels, so conntrack is
  * only to be had in the inet family, and there the tap is not known (the
  * input device is the bridge): the guest's MAC stands for it. */
@@ -221,7 +223,16 @@ static const char tables_cmd[] =
     "add chain inet yun forward { type filter hook forward priority 0; policy accept; }\n"
     "add rule inet yun forward ct state established,related accept\n"
     "add rule inet yun forward ether saddr vmap @egress\n"
-    "add rule inet yun forward ether daddr vmap @ingress\n";
+    "add rule inet yun forward ether daddr vmap @ingress\n"
+    /* The host behind a bridge (a router port's gateway address) is a
+     * router to the guests, not a server: what a guest starts towards it
+     * passes the guest's egress rules, then only ICMP is let in. */
+    "add chain inet yun input { type filter hook input priority 0; policy accept; }\n"
+    "add rule inet yun input iifname != \"ybr-*\" accept\n"
+    "add rule inet yun input ct state established,related accept\n"
+    "add rule inet yun input ether saddr vmap @egress\n"
+    "add rule inet yun input meta l4proto icmp accept\n"
+    "add rule inet yun input drop\n";
 
 /* ---- the cache of ports ---- */
 
@@ -350,6 +361,7 @@ fw_ready(struct netplug_fw *fw)
     static const char *const checks[] = {
         "list chain bridge yun pre", "list map bridge yun ports", "list chain bridge yun post",
         "list chain inet yun forward", "list map inet yun egress", "list map inet yun ingress",
+        "list chain inet yun input",
     };
     int r = 0;
     for (size_t i = 0; i < ELEMENTSOF(checks) && r == 0; i++)

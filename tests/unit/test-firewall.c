@@ -114,7 +114,9 @@ test_tables(void **state)
     _cleanup_(netplug_fw_freep) struct netplug_fw *fw2 = NULL;
     assert_int_equal(netplug_fw_new(&fw2), 0);
     assert_int_equal(count("iifname vmap @ports"), 1);
-    assert_int_equal(count("ct state established,related accept"), 1);
+    /* forward and input each accept what is established. */
+    assert_int_equal(count("ct state established,related accept"), 2);
+    assert_true(has("chain input"));
     FILE *f = fopen("/proc/sys/net/bridge/bridge-nf-call-iptables", "r");
     assert_non_null(f);
     assert_int_equal(fgetc(f), '1');
@@ -123,7 +125,7 @@ test_tables(void **state)
     assert_int_equal(system("nft delete chain inet yun forward"), 0);
     fw2 = netplug_fw_free(fw2);
     assert_int_equal(netplug_fw_new(&fw2), 0);
-    assert_int_equal(count("ether saddr vmap @egress"), 1);
+    assert_int_equal(count("ether saddr vmap @egress"), 2);
 }
 
 static void

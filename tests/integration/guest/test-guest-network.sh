@@ -14,6 +14,8 @@
 #   - a group 'web' with no rule put on vm2's port shuts vm1 out, a rule
 #     added to it lets vm1's pings in within seconds, its deletion shuts
 #     them out again, while vm2 keeps reaching vm1 all along;
+#   - vm1 cannot open a connection to the host on its gateway address (the
+#     host routes for the guests; it does not serve them), but pings it;
 #   - vm1 sending from an address that is not its own is dropped;
 #   - deleting the servers, the router port and the network leaves no tap,
 #     bridge, nftables chain, DHCP namespace or dnsmasq behind.
@@ -176,6 +178,19 @@ pings "$IP2" "$IP1" || fail "vm2 -> vm1 broke while vm2's rules changed"
 yun port set "$PORT2" --security-group default >/dev/null
 wait_for 20 pings "$IP1" "$IP2" || fail "back in 'default', vm2 does not answer vm1"
 pass "a rule opens and closes vm2 to vm1 live; vm2 -> vm1 untouched throughout"
+
+# --- The host is the guests' router, not their server. --------------------------
+python3 -c 'import socket, time
+s = socket.socket(); s.bind(("10.62.0.1", 9199)); s.listen(8); time.sleep(120)' &
+LISTENER=$!
+PIDS+=("$LISTENER")
+sleep 0.5
+if gssh "$IP1" "echo x | nc -w 3 10.62.0.1 9199" >/dev/null 2>&1; then
+    fail "vm1 opened a connection to a service of the host on its gateway address"
+fi
+gssh "$IP1" ping -c 1 -W 2 10.62.0.1 >/dev/null || fail "vm1 cannot ping its gateway"
+kill "$LISTENER" 2>/dev/null || true
+pass "a guest cannot connect to the host's services on the gateway; ping and the host's SSH in work"
 
 # --- Anti-spoofing. -------------------------------------------------------------
 gssh "$IP1" ip addr add 10.62.0.250/24 dev eth0
