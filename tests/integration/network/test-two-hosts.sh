@@ -220,16 +220,17 @@ dhcp() { # GUEST [udhcpc args]: one lease, in $T/lease-GUEST
 }
 lease() { sed -n "s/^$2=//p" "$T/lease-$1"; }
 
+lease_ok() { # GUEST
+    dhcp "$1" || fail "$1 got no lease"
+    [ "$(lease "$1" ip)" = "${IP[$1]}" ] || fail "$1 leased $(lease "$1" ip), not ${IP[$1]}"
+    gx "$1" ip -4 route show 169.254.169.254 | grep -q "via $(lease "$1" serverid)" ||
+        fail "$1 has no metadata route: $(gx "$1" ip -4 route)"
+}
+# vm4 comes later: nothing answers for its address until then.
 guest vm1 alice hosta
 guest vm2 alice hostb
-guest vm4 alice hostb
 guest vm3 bob hostb
-for g in vm1 vm2 vm4 vm3; do
-    dhcp "$g" || fail "$g got no lease"
-    [ "$(lease "$g" ip)" = "${IP[$g]}" ] || fail "$g leased $(lease "$g" ip), not ${IP[$g]}"
-    gx "$g" ip -4 route show 169.254.169.254 | grep -q "via $(lease "$g" serverid)" ||
-        fail "$g has no metadata route: $(gx "$g" ip -4 route)"
-done
+for g in vm1 vm2 vm3; do lease_ok "$g"; done
 # Each agent has its DHCP namespaces in its own /run/netns.
 dhcp_ns() { nsenter --mount="$(mnt "$1")" ip netns list | cut -d' ' -f1 | sort | tr '\n' ' '; }
 [ "$(dhcp_ns hosta)" = "yun-dhcp-$NET1_ID " ] || fail "hosta's DHCP namespaces: $(dhcp_ns hosta)"
@@ -252,16 +253,16 @@ K3=$(pubkey bob k3)
 [ "$(md vm1 /latest/meta-data/public-keys/)" = "0=k1" ] || fail "vm1's key list"
 [ "$(md vm2 /latest/meta-data/public-keys/)" = "0=k2" ] || fail "vm2's key list"
 [ "$(md vm3 /latest/meta-data/public-keys/)" = "0=k3" ] || fail "vm3's key list"
-for g in vm1 vm2 vm4 vm3; do
-    [ "$(md "$g" /latest/meta-data/instance-id)" = "$(sid "${USER[$g]}" "$g")" ] ||
-        fail "$g's instance-id"
-done
+instance_id_ok() { [ "$(md "$1" /latest/meta-data/instance-id)" = "$(sid "${USER[$1]}" "$1")" ]; }
+for g in vm1 vm2 vm3; do instance_id_ok "$g" || fail "$g's instance-id"; done
 J=$(md vm2 /openstack/latest/meta_data.json)
 if grep -qF -e "$K1" -e "$K3" <<<"$J"; then fail "vm2 sees another's key: $J"; fi
 pass "each guest reads its own instance id and keys, and no other's"
 
 # vm2 takes vm4's address (same host, same network: the metadata service
-# would answer it) and asks: anti-spoofing drops it, nothing comes back.
+# answers it; no guest holds it yet) and asks: anti-spoofing drops its
+# packets and its ARP answers, nothing comes back.
+IP[vm4]=$(alice server show vm4 -f json | jq -r '.addresses[0].ip_address')
 spoof_ip() { # GUEST ADDRESS: GUEST sends from ADDRESS alone
     gx "$1" ip addr flush dev eth0
     gx "$1" ip addr add "$2/24" dev eth0
@@ -275,7 +276,10 @@ fi
 spoof_ip vm2 "${IP[vm2]}"
 [ "$(md vm2 /latest/meta-data/instance-id)" = "$(sid alice vm2)" ] ||
     fail "vm2 gets no metadata from its own address again"
-pass "metadata asked from a spoofed source address gets nothing"
+guest vm4 alice hostb
+lease_ok vm4
+instance_id_ok vm4 || fail "vm4's instance-id"
+pass "metadata asked from a spoofed source address gets nothing (vm4 itself gets it)"
 
 # ---- VXLAN between the hosts ----
 VX=$(ifname yvx- "$NET1_ID")
