@@ -717,8 +717,10 @@ agent_network_stop(struct agent_network *n)
 {
     if (!n)
         return NULL;
-    /* The data plane stays: guests keep their links, rules, DHCP and
-     * metadata while the agent is away; the next start takes them over. */
+    /* The data plane stays: guests keep their links, rules and DHCP
+     * while the agent is away; the next start takes them over. The
+     * metadata listeners are this process's: they go now, and come
+     * back with the next start (docs/network-sync.md). */
     metadata_free(n->md);
     dhcp_set_free(n->dhcp);
     netplug_fw_free(n->fw);
