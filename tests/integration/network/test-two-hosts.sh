@@ -158,12 +158,14 @@ create_on hosta alice vm1 net1 --key-name k1
 create_on hostb alice vm2 net1 --key-name k2
 create_on hostb alice vm4 net1 --key-name k1
 create_on hostb bob vm3 net2 --key-name k3
+# vm5: no guest; deleted while hostb's agent is away.
+create_on hostb alice vm5 net1
 # vm4 is in group 'web' alone (no ingress rule yet).
 VM4_PORT=$(alice server show vm4 -f json | jq -r '.addresses[0].port_id')
 alice port set "$VM4_PORT" --security-group web >/dev/null
 [ "$(alice port show "$VM4_PORT" -f json | jq -r '.security_groups | length')" = 1 ] ||
     fail "vm4's port has other groups"
-pass "p1: vm1 on hosta, vm2 and vm4 (group web) on hostb; p2: vm3 on hostb"
+pass "p1: vm1 on hosta, vm2, vm4 (group web) and vm5 on hostb; p2: vm3 on hostb"
 
 # ---- the guests ----
 ifname() { # PREFIX ID: netplug's name, PREFIX + 11 id chars without '-'
@@ -200,10 +202,11 @@ gx() { local g=$1; shift; ip netns exec "g-$g" "$@"; }
 cat >"$T/udhcpc.sh" <<'EOF'
 #!/bin/sh
 [ "$1" = bound ] || exit 0
-{ echo "ip=$ip"; echo "mask=$mask"; echo "serverid=$serverid"
+{ echo "ip=$ip"; echo "mask=$mask"; echo "serverid=$serverid"; echo "mtu=$mtu"
   echo "staticroutes=$staticroutes"; } >"$UDHCPC_OUT"
 ip addr flush dev "$interface"
 ip addr add "$ip/$mask" dev "$interface"
+[ -z "$mtu" ] || ip link set "$interface" mtu "$mtu"
 set -- $staticroutes
 while [ $# -ge 2 ]; do
     ip route replace "$1" via "$2" dev "$interface"
@@ -216,7 +219,7 @@ dhcp() { # GUEST [udhcpc args]: one lease, in $T/lease-GUEST
     shift
     rm -f "$T/lease-$g"
     gx "$g" env UDHCPC_OUT="$T/lease-$g" busybox udhcpc -i eth0 -f -q -n -t 5 -T 1 \
-        -O staticroutes -s "$T/udhcpc.sh" "$@" >>"$T/udhcpc-$g.log" 2>&1
+        -O staticroutes -O mtu -s "$T/udhcpc.sh" "$@" >>"$T/udhcpc-$g.log" 2>&1
 }
 lease() { sed -n "s/^$2=//p" "$T/lease-$1"; }
 
@@ -299,7 +302,12 @@ pingok vm1 "${IP[vm2]}" || fail "vm1 cannot ping vm2 across the hosts"
 pingok vm2 "${IP[vm1]}" || fail "vm2 cannot ping vm1 across the hosts"
 bridge -n hostb fdb show dev "$VX" | grep -q "${MAC[vm1]} dst ${TUN[hosta]}" ||
     fail "hostb did not learn vm1 behind hosta: $(bridge -n hostb fdb show dev "$VX")"
-pass "vm1 and vm2 reach each other over VXLAN $VNI1 between the hosts"
+# A full frame of the network's MTU (1450, leased) crosses the underlay.
+[ "$(lease vm1 mtu)" = 1450 ] && [ "$(lease vm2 mtu)" = 1450 ] ||
+    fail "leased MTUs: $(lease vm1 mtu) $(lease vm2 mtu)"
+gx vm1 busybox ping -c 2 -W 2 -s 1422 "${IP[vm2]}" >/dev/null ||
+    fail "1450-byte packets do not cross between the hosts"
+pass "vm1 and vm2 reach each other over VXLAN $VNI1 between the hosts, at MTU 1450"
 
 # ---- another project's network ----
 VX2=$(ifname yvx- "$NET2_ID")
@@ -414,25 +422,45 @@ pingok vm1 "${IP[vm2]}" || fail "vm1 lost vm2 while hostb's agent is down"
 dhcp vm2 || fail "no DHCP on hostb while its agent is down"
 # (Metadata is not checked here: its listeners are the agent's, so it is
 # away with the agent, docs/network-sync.md; it is checked once back.)
-nc_ok vm1 "${IP[vm4]}" 8080 vm4 && fail "tcp 8080 opened while the agent is down"
-# vm4 is deleted while its host's agent is away.
-alice server delete vm4 --wait >/dev/null || fail "deleting vm4 while hostb is down"
-ip -n hostb link show "$(tapof vm4)" >/dev/null 2>&1 || fail "vm4's tap went with no agent?"
+# While it is away: vm5 is deleted, and tcp 8080 is allowed into 'web'.
+VM5_TAP=$(ifname ytap "$(alice server show vm5 -f json | jq -r '.addresses[0].port_id')")
+ip -n hostb link show "$VM5_TAP" >/dev/null || fail "vm5 has no tap"
+alice server delete vm5 --wait >/dev/null || fail "deleting vm5 while hostb is down"
+alice security group rule create web --protocol tcp --dst-port 8080 \
+    --remote-ip 10.61.0.0/24 >/dev/null
+sleep 1
+ip -n hostb link show "$VM5_TAP" >/dev/null 2>&1 || fail "vm5's tap went with no agent?"
+closed || fail "tcp 8080 opened with no agent?"
 start_host hostb
 wait_for 20 host_is hostb up || fail "hostb not up again"
 gone() { ! ip -n "$1" link show "$2" >/dev/null 2>&1; }
-wait_for 15 gone hostb "$(tapof vm4)" || fail "vm4's tap stays after its agent is back"
-ip netns exec hostb nft list chain bridge yun "s-$(tapof vm4)" >/dev/null 2>&1 &&
-    fail "vm4's rules stay"
+wait_for 15 gone hostb "$VM5_TAP" || fail "vm5's tap stays after its agent is back"
+ip netns exec hostb nft list chain bridge yun "s-$VM5_TAP" >/dev/null 2>&1 &&
+    fail "vm5's rules stay"
+wait_for 10 nc_ok vm1 "${IP[vm4]}" 8080 vm4 || fail "the rule made meanwhile is not applied"
 ip -n hostb link show "$(tapof vm2)" >/dev/null || fail "vm2's tap went at the restart"
 pingok vm1 "${IP[vm2]}" || fail "vm1 lost vm2 after the restart"
 nc_ok vm1 "${IP[vm2]}" 5000 vm2 || fail "tcp 5000 after the restart"
 dhcp vm2 || fail "no DHCP on hostb after the restart"
 [ "$(md vm2 /latest/meta-data/public-keys/)" = "0=k2" ] || fail "no metadata after the restart"
-pass "a SIGKILLed agent leaves the data plane; back, it removes what went meanwhile"
+pass "a SIGKILLed agent leaves the data plane; back, it catches up with what changed meanwhile"
 
 # ---- deleting the servers ----
-alice server delete vm1 vm2 --wait >/dev/null
+# hostb's last ports on net1 go: hostb leaves net1, hosta stops flooding
+# to it; net2 stays on hostb.
+alice server delete vm2 vm4 --wait >/dev/null
+BR2=$(ifname ybr- "$NET2_ID")
+net1_gone_b() {
+    gone hostb "$VX" && gone hostb "$BR1" &&
+        ! nsenter --mount="$(mnt hostb)" ip netns list | grep -q "yun-dhcp-$NET1_ID"
+}
+wait_for 15 net1_gone_b || fail "hostb keeps net1"
+no_flood() { ! bridge -n hosta fdb show dev "$VX" | grep -q "dst ${TUN[hostb]}"; }
+wait_for 15 no_flood || fail "hosta still floods net1 to hostb: $(bridge -n hosta fdb show dev "$VX")"
+ip -n hosta link show "$VX" >/dev/null || fail "hosta lost net1 with vm1 on it"
+ip -n hostb link show "$BR2" >/dev/null || fail "hostb lost net2 with vm3 on it"
+dhcp vm1 || fail "vm1 lost DHCP"
+alice server delete vm1 --wait >/dev/null
 bob server delete vm3 --wait >/dev/null
 nothing_left() { # HOST
     ! ip -n "$1" -o link show | grep -qE ': (ytap|yvx-|ybr-|ydh-)' &&
