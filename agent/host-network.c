@@ -353,8 +353,10 @@ apply_port_firewall(struct apply *ap, const Yun__PortRecord *p, const char *tap)
     }
     if (r < 0)
         return fail(ap, r, "port %s: firewall", p->id);
+    /* Unchanged, and still in the tables (apply() read them again). */
     struct applied_port *had = applied_find(n, tap);
-    if (had && had->fingerprint && strcmp(had->fingerprint, fp) == 0)
+    if (had && had->fingerprint && strcmp(had->fingerprint, fp) == 0 &&
+        (!p->port_security_enabled || netplug_fw_port_present(n->fw, tap)))
         return;
     struct netplug_fw_port fwp = {
         .tap = tap,
@@ -556,6 +558,11 @@ apply(struct agent_network *n, const Yun__HostNetworkState *st, bool save,
     ap.links = links;
     ap.errors = errors;
 
+    /* What the tables hold now: rules removed behind our back (say by
+     * 'nft flush ruleset') are made again below, for unchanged ports too. */
+    int r = netplug_fw_refresh(n->fw);
+    if (r < 0)
+        fail(&ap, r, "firewall tables");
     for (size_t i = 0; i < st->n_networks; i++)
         apply_network(&ap, st->networks[i]);
     apply_groups(&ap);
@@ -566,7 +573,7 @@ apply(struct agent_network *n, const Yun__HostNetworkState *st, bool save,
             apply_port(&ap, p);
     }
     apply_gateways(&ap);
-    int r = dhcp_apply(n->dhcp, st, st->host_id);
+    r = dhcp_apply(n->dhcp, st, st->host_id);
     if (r < 0)
         fail(&ap, r, "DHCP");
     r = metadata_apply(n->md, st, st->host_id);
