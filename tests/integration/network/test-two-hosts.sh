@@ -414,8 +414,29 @@ grep -qx "${MAC[vm1]}" "$T/sniff.out" && fail "vm1's DHCP server reached vm2"
 grep -q "OFFER" "$T/udhcpd.log" || fail "vm1's DHCP server did not even try: $(cat "$T/udhcpd.log")"
 pass "a DHCP server in a guest does not reach the others"
 
-# ---- an agent killed and back ----
 tapof() { ifname ytap "${PORT[$1]}"; }
+# ---- rules removed behind the agent's back ----
+# (say by 'nft flush ruleset'): the next state it gets makes them again,
+# for the ports that did not change too.
+ip netns exec hostb nft delete table bridge yun
+ip netns exec hostb nft delete table inet yun
+RULE=$(alice security group rule create web --protocol icmp -f value -c id)
+wait_for 10 ping1 vm1 "${IP[vm4]}" || fail "the icmp rule does not open vm4"
+wait_for 5 ip netns exec hostb nft list chain bridge yun "s-$(tapof vm2)" ||
+    fail "vm2's rules are not made again"
+gx vm2 ip link set eth0 address fa:16:3e:99:99:98
+gx vm2 ip neigh flush dev eth0
+if gx vm2 busybox ping -c 2 -W 1 "${IP[vm1]}" >/dev/null 2>&1; then
+    fail "vm2 reached vm1 from a MAC not its own after the tables were made again"
+fi
+gx vm2 ip link set eth0 address "${MAC[vm2]}"
+pingok vm2 "${IP[vm1]}" || fail "vm2 does not reach vm1 with its own MAC again"
+alice security group rule delete "$RULE" >/dev/null
+wait_for 5 sh -c "! ip netns exec g-vm1 busybox ping -c 1 -W 1 ${IP[vm4]}" ||
+    fail "the icmp rule's deletion does not close vm4"
+pass "tables removed behind the agent's back are made again, for every port"
+
+# ---- an agent killed and back ----
 kill -KILL "${AGENT[hostb]}"
 wait "${AGENT[hostb]}" 2>/dev/null || true
 wait_for 15 host_is hostb down || fail "hostb not down"
