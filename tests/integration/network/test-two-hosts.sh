@@ -17,10 +17,13 @@
 # hosts over VXLAN (VNI, remote in the FDB); vm3 reaches neither; the
 # default group passes tcp 5000 between its members; a rule added to
 # 'web' opens tcp 8080 of vm4 live and its deletion closes it, while a
-# ping vm1 -> vm2 goes on; spoofed addresses and MACs are dropped, and so
-# is a guest's DHCP server; an agent SIGKILLed leaves the data plane as it
-# is, and once back it removes the tap of a server deleted meanwhile;
-# deleting the servers leaves no tap, VXLAN link, bridge or DHCP namespace.
+# ping vm1 -> vm2 goes on; spoofed addresses, MACs and ARP answers are
+# dropped, and so is a guest's DHCP server; tables removed behind an
+# agent's back are made again by its next state; an agent SIGKILLed leaves
+# the data plane as it is (metadata excepted: it lives in the agent), and
+# once back it catches up (a server deleted and a rule added meanwhile); a
+# host whose last port on a network goes leaves it; deleting the servers
+# leaves no tap, VXLAN link, bridge, DHCP namespace or dnsmasq.
 # Runs in its own network and mount namespaces with a private /run: it
 # only ever addresses its own namespaces.
 # needs-root
@@ -384,7 +387,16 @@ if gx vm1 busybox ping -c 2 -W 1 "${IP[vm2]}" >/dev/null 2>&1; then
 fi
 gx vm1 ip link set eth0 address "${MAC[vm1]}"
 pingok vm1 "${IP[vm2]}" || fail "vm1 does not reach vm2 with its own MAC again"
-pass "a changed MAC is dropped"
+# ARP poisoning: vm1 tells the network that vm4's address is at its MAC;
+# vm2, which knows where vm4 is, keeps it.
+gx vm2 ip neigh replace "${IP[vm4]}" lladdr "${MAC[vm4]}" dev eth0 nud stale
+sleep 1.2 # past the neighbour entry's locktime
+gx vm1 ip addr add "${IP[vm4]}/32" dev eth0
+gx vm1 busybox arping -U -c 2 -w 3 -s "${IP[vm4]}" "${IP[vm4]}" >/dev/null 2>&1 || true
+gx vm1 ip addr del "${IP[vm4]}/32" dev eth0
+gx vm2 ip neigh show "${IP[vm4]}" | grep -q "lladdr ${MAC[vm4]} " ||
+    fail "vm1 poisoned vm2's ARP cache: $(gx vm2 ip neigh show "${IP[vm4]}")"
+pass "a changed MAC and a gratuitous ARP for another's address are dropped"
 
 # A DHCP server in vm1: vm2 asks (broadcast replies) while listening;
 # the real server's replies come, vm1's do not.
