@@ -34,6 +34,9 @@ if [ -z "${YUN_TWOHOST_INNER:-}" ]; then
         command -v "$b" >/dev/null || { echo "skip: no $b"; exit 77; }
     done
     [ -c /dev/net/tun ] || { echo "skip: no /dev/net/tun"; exit 77; }
+    # The agents' security groups see bridged IPv4 through br_netfilter.
+    [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] ||
+        { echo "skip: no br_netfilter"; exit 77; }
     unshare -n -m true 2>/dev/null || { echo "skip: cannot unshare"; exit 77; }
     exec env YUN_TWOHOST_INNER=1 unshare -n -m --propagation private bash "$0" "$@"
 fi
