@@ -354,8 +354,10 @@ apply_port_firewall(struct apply *ap, const Yun__PortRecord *p, const char *tap)
     }
     if (r < 0)
         return fail(ap, r, "port %s: firewall", p->id);
+    /* Unchanged, and still in the tables (apply() read them again). */
     struct applied_port *had = applied_find(n, tap);
-    if (had && had->fingerprint && strcmp(had->fingerprint, fp) == 0)
+    if (had && had->fingerprint && strcmp(had->fingerprint, fp) == 0 &&
+        (!p->port_security_enabled || netplug_fw_port_present(n->fw, tap)))
         return;
     struct netplug_fw_port fwp = {
         .tap = tap,
@@ -659,6 +661,11 @@ apply(struct agent_network *n, const Yun__HostNetworkState *st, bool save,
         free(links);
         return log_warn_errno(r, "cannot record the links a network state makes");
     }
+    /* What the tables hold now: rules removed behind our back (say by
+     * 'nft flush ruleset') are made again below, for unchanged ports too. */
+    r = netplug_fw_refresh(n->fw);
+    if (r < 0)
+        fail(&ap, r, "firewall tables");
     for (size_t i = 0; i < st->n_networks; i++)
         apply_network(&ap, st->networks[i]);
     apply_groups(&ap);
@@ -823,8 +830,10 @@ agent_network_stop(struct agent_network *n)
 {
     if (!n)
         return NULL;
-    /* The data plane stays: guests keep their links, rules, DHCP and
-     * metadata while the agent is away; the next start takes them over. */
+    /* The data plane stays: guests keep their links, rules and DHCP
+     * while the agent is away; the next start takes them over. The
+     * metadata listeners are this process's: they go now, and come
+     * back with the next start (docs/network-sync.md). */
     metadata_free(n->md);
     dhcp_set_free(n->dhcp);
     netplug_fw_free(n->fw);

@@ -46,6 +46,7 @@ struct fw_port {
     char tap[NETPLUG_IFNAME_SIZE];
     char mac_e[18]; /* the egress map's key for it, canonical; "" none */
     char mac_i[18]; /* the ingress map's key; the same unless tampered with */
+    bool jump;      /* in the bridge table's ports map */
 };
 
 struct netplug_fw {
@@ -313,7 +314,13 @@ for_each_jump(const char *text, int (*fn)(struct netplug_fw *, const char *, con
 static int
 load_tap(struct netplug_fw *fw, const char *tap, const char *chain)
 {
-    return tap_is_valid(tap) ? port_put(fw, tap, NULL, NULL) : 0;
+    if (!tap_is_valid(tap))
+        return 0;
+    int r = port_put(fw, tap, NULL, NULL);
+    if (r < 0)
+        return r;
+    port_find(fw, tap)->jump = true;
+    return 0;
 }
 
 static int
@@ -701,6 +708,7 @@ netplug_fw_port_apply(struct netplug_fw *fw, const struct netplug_fw_port *p)
             fw->ready = false; /* read the tables again next time */
             return r;
         }
+        port_find(fw, p->tap)->jump = true;
         log_debug("port filtering applied port=%s rules=%zu", p->tap, p->n_rules);
         return 0;
     }
@@ -778,6 +786,20 @@ netplug_fw_port_list(struct netplug_fw *fw, char ***ret_taps, size_t *ret_n)
     *ret_taps = TAKE_PTR(taps);
     *ret_n = fw->n_ports;
     return 0;
+}
+
+int
+netplug_fw_refresh(struct netplug_fw *fw)
+{
+    fw->ready = false;
+    return fw_ready(fw);
+}
+
+bool
+netplug_fw_port_present(struct netplug_fw *fw, const char *tap)
+{
+    const struct fw_port *p = tap ? port_find(fw, tap) : NULL;
+    return p && p->jump && *p->mac_e && *p->mac_i;
 }
 
 int

@@ -75,6 +75,15 @@ int netplug_fw_group_set(struct netplug_fw *fw, const char *group_id, const char
  * a port's rule names it. */
 int netplug_fw_group_remove(struct netplug_fw *fw, const char *group_id);
 
+/* Reads the tables again, and makes them again when they are gone or
+ * incomplete (someone ran 'nft flush ruleset'): what was removed behind
+ * 'fw''s back then shows in netplug_fw_port_present(). */
+int netplug_fw_refresh(struct netplug_fw *fw);
+
+/* Whether the tables hold the whole filtering of port 'tap' (its
+ * anti-spoofing jump and both MAC entries), as last read or written. */
+bool netplug_fw_port_present(struct netplug_fw *fw, const char *tap);
+
 /* The taps of the ports in the tables as the kernel has them now (for
  * reconciliation): a NULL-terminated array of '*ret_n' names, freed with
  * netplug_names_free() (netplug.h). */

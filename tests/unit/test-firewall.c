@@ -2,8 +2,8 @@
  * test-firewall.c: unit tests of netplug's firewall (libnftables) in a
  * network namespace of the test's own: tables made once, ports applied,
  * replaced, moved to another MAC and removed idempotently without
- * touching other ports, groups, checks of every string, and ports left by
- * a killed process. Traffic through the rules is tested by
+ * touching other ports, groups, checks of every string, ports left by
+ * a killed process, and tables changed behind its back. Traffic through the rules is tested by
  * tests/integration/network/test-netplug-traffic.sh. Needs root: 77. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -313,6 +313,44 @@ test_list_after_kill(void **state)
     assert_false(has("ytapa"));
 }
 
+/* Tables changed behind its back (one port's jump deleted, then 'nft
+ * flush ruleset'): netplug_fw_refresh() makes them again and shows which
+ * ports are gone, so that the caller applies those again. */
+static void
+test_refresh_after_flush(void **state)
+{
+    _cleanup_(netplug_fw_freep) struct netplug_fw *fw = NULL;
+    assert_int_equal(netplug_fw_new(&fw), 0);
+    struct netplug_fw_port a = port_a(), b = port_b();
+    assert_int_equal(netplug_fw_port_apply(fw, &a), 0);
+    assert_int_equal(netplug_fw_port_apply(fw, &b), 0);
+    assert_true(netplug_fw_port_present(fw, "ytapa"));
+    assert_true(netplug_fw_port_present(fw, "ytapb"));
+    assert_false(netplug_fw_port_present(fw, "ytapc"));
+    assert_int_equal(netplug_fw_refresh(fw), 0);
+    assert_true(netplug_fw_port_present(fw, "ytapa"));
+    assert_true(netplug_fw_port_present(fw, "ytapb"));
+
+    assert_int_equal(system("nft delete element bridge yun ports '{ \"ytapb\" }'"), 0);
+    assert_int_equal(netplug_fw_refresh(fw), 0);
+    assert_false(netplug_fw_port_present(fw, "ytapb"));
+    assert_true(netplug_fw_port_present(fw, "ytapa"));
+    assert_int_equal(netplug_fw_port_apply(fw, &b), 0);
+    assert_true(netplug_fw_port_present(fw, "ytapb"));
+    assert_true(has("\"ytapb\" : jump s-ytapb"));
+
+    assert_int_equal(system("nft flush ruleset"), 0);
+    assert_int_equal(netplug_fw_refresh(fw), 0);
+    assert_true(has("iifname vmap @ports"));
+    assert_true(has("ether saddr vmap @egress"));
+    assert_false(netplug_fw_port_present(fw, "ytapa"));
+    assert_false(netplug_fw_port_present(fw, "ytapb"));
+    assert_int_equal(netplug_fw_port_apply(fw, &a), 0);
+    assert_true(netplug_fw_port_present(fw, "ytapa"));
+    assert_true(has("ether saddr != 52:54:00:aa:00:01 drop"));
+    assert_true(has("52:54:00:aa:00:01 : jump i-ytapa"));
+}
+
 int
 main(void)
 {
@@ -326,6 +364,7 @@ main(void)
         cmocka_unit_test_teardown(test_bad_input, teardown),
         cmocka_unit_test_teardown(test_groups, teardown),
         cmocka_unit_test_teardown(test_list_after_kill, teardown),
+        cmocka_unit_test_teardown(test_refresh_after_flush, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

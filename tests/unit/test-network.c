@@ -296,17 +296,28 @@ port_ex(struct fixture *fx, const struct who *w, const char *net, const char *ip
     return r;
 }
 
+/* A host record as registration writes it; the name index only for a
+ * UUID id (as every registered host has: sched_host_find() looks names up
+ * there and ids only when they are UUIDs). */
 static void
-put_host(struct fixture *fx, const char *id, const char *tunnel_ip)
+put_named_host(struct fixture *fx, const char *id, const char *name, const char *tunnel_ip)
 {
     struct yun_txn *txn = NULL;
     assert_int_equal(yun_txn_begin(fx->s.store, true, &txn), 0);
     Yun__HostRecord h = YUN__HOST_RECORD__INIT;
     h.id = (char *)id;
-    h.name = (char *)id;
+    h.name = (char *)name;
     h.tunnel_ip = (char *)tunnel_ip;
     assert_int_equal(yun_txn_put_msg(txn, "hosts", id, &h.base), 0);
+    if (yun_uuid_is_valid(id))
+        assert_int_equal(yun_txn_put(txn, "host_names", name, strlen(name), id, strlen(id)), 0);
     assert_int_equal(yun_txn_commit(txn), 0);
+}
+
+static void
+put_host(struct fixture *fx, const char *id, const char *tunnel_ip)
+{
+    put_named_host(fx, id, id, tunnel_ip);
 }
 
 /* --- tests -------------------------------------------------------------------------- */
@@ -1116,15 +1127,24 @@ test_unshare_with_foreign_ports(void **state)
                                NULL), 0);
     Yun__PortRecord *p = NULL;
     assert_int_equal(port_ex(fx, &P2, "public", NULL, &p, NULL), 0);
-    /* An admin's port bound to a host brings the host's DHCP port. */
-    put_host(fx, "host-a", "192.0.2.1");
+    /* An admin's port bound to a host (by name or id; the port records
+     * the id) brings the host's DHCP port. */
+    static const char host_a[] = "6f1c2a9e-0d4b-4c8e-9a31-2b7e5d0c4f11";
+    put_named_host(fx, host_a, "host-a", "192.0.2.1");
     Yun__PortCreateRequest pq = YUN__PORT_CREATE_REQUEST__INIT;
     pq.network = (char *)"public";
     pq.host_id = (char *)"host-a";
     fx->n_changed = 0;
-    assert_int_equal(run(fx, &ADMIN, sched_port_create, &pq, NULL, NULL, NULL), 0);
+    Yun__PortReply *pr = NULL;
+    assert_int_equal(run(fx, &ADMIN, sched_port_create, &pq, &yun__port_reply__descriptor,
+                         (ProtobufCMessage **)&pr, NULL), 0);
+    assert_string_equal(pr->port->host_id, host_a);
+    free_msg(pr);
     assert_int_equal(fx->n_changed, 1);
     assert_int_equal(db_count(fx, SCHED_DB_PORTS), 3);
+    pq.host_id = (char *)host_a;
+    assert_int_equal(run(fx, &ADMIN, sched_port_create, &pq, NULL, NULL, NULL), 0);
+    assert_int_equal(db_count(fx, SCHED_DB_PORTS), 4); /* the same DHCP port */
     pq.host_id = (char *)"host-zz";
     char *hmsg = NULL;
     assert_int_equal(run(fx, &ADMIN, sched_port_create, &pq, NULL, NULL, &hmsg), YUN_E_NOHOST);
