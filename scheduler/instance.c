@@ -26,6 +26,9 @@
  *   pause/unpause ACTIVE <-> PAUSED; suspend/resume ACTIVE <-> SUSPENDED;
  *   rebuild ACTIVE|SHUTOFF|ERROR -> REBUILD/rebuilding -> (accepted)
  *   rebuild_spawning -> ACTIVE (or ERROR); delete -> deleting -> DELETED.
+ *   snapshot ACTIVE|SHUTOFF -> image_snapshot (the image made queued in
+ *   the same transaction) -> the same status on snapshot_done; anything
+ *   else that ends the task kills the image (see "snapshots" below).
  *   Events the guest causes move states without a task: a guest that
  *   powers itself off becomes SHUTOFF; one that crashes SHUTOFF with a
  *   fault; one whose domain disappears ERROR ("vanished").
