@@ -2824,6 +2824,16 @@ sync_one(struct sched *s, struct yun_txn *txn, Yun__InstanceRecord *i,
     char msg[512];
     int r = 0;
     *ret_changed = *ret_delete = *ret_failed = false;
+    /* The agent restarted: a snapshot it was making is gone with it. */
+    if (*i->snapshot_image_id) {
+        r = sched_image_snapshot_kill_txn(s, txn, i->snapshot_image_id, -ECANCELED,
+                                          "The agent restarted during the server's snapshot.");
+        if (r >= 0)
+            r = str_set(&i->snapshot_image_id, "");
+        if (r < 0)
+            return r;
+        *ret_changed = true;
+    }
     if (strcmp(i->task_state, T_DELETING) == 0) {
         *ret_delete = st != NULL;
         *ret_changed = true;
@@ -3721,7 +3731,7 @@ compute_resend(struct sched *s)
         log_notice("requests sent again after a restart count=%zu", sent);
 }
 
-enum sweep_kind { SWEEP_SPAWN, SWEEP_TASK, SWEEP_PURGE };
+enum sweep_kind { SWEEP_SPAWN, SWEEP_TASK, SWEEP_PURGE, SWEEP_SNAPSHOT };
 
 struct sweep_item {
     enum sweep_kind kind;
@@ -3729,6 +3739,7 @@ struct sweep_item {
     char host[HOST_ID_MAX + 1];
     uint32_t attempts;
     char task[32];
+    char image[YUN_UUID_STR_SIZE];  /* SWEEP_SNAPSHOT: the snapshot's image */
 };
 
 struct sweep {
@@ -3760,11 +3771,13 @@ sweep_scan(const void *key, size_t key_size, const void *val, size_t val_size, v
             return 0;
         kind = SWEEP_SPAWN;
     } else if (*i->task_state) {
-        uint64_t limit_s = strcmp(i->task_state, T_IMAGE_SNAPSHOT) == 0
-                               ? SNAPSHOT_TIMEOUT_S : cfg->compute_action_timeout_s;
-        if (age <= limit_s * 1000000u)
+        bool snap = strcmp(i->task_state, T_IMAGE_SNAPSHOT) == 0;
+        uint64_t limit_s = snap ? SNAPSHOT_TIMEOUT_S : cfg->compute_action_timeout_s;
+        if (age <= limit_s * 1000000u && !snap)
             return 0;
-        kind = SWEEP_TASK;
+        /* A snapshot whose image died (its upload stalled and was
+         * reaped) ends before its timeout. */
+        kind = age <= limit_s * 1000000u ? SWEEP_SNAPSHOT : SWEEP_TASK;
     } else {
         return 0;
     }
@@ -3782,6 +3795,7 @@ sweep_scan(const void *key, size_t key_size, const void *val, size_t val_size, v
     snprintf(it->host, sizeof it->host, "%s", i->host_id);
     it->attempts = i->attempts;
     snprintf(it->task, sizeof it->task, "%s", i->task_state);
+    snprintf(it->image, sizeof it->image, "%s", i->snapshot_image_id);
     return 0;
 }
 
@@ -3868,6 +3882,21 @@ sched_compute_sweep(struct sched *s, uint64_t now_us)
                      s->cfg.compute_spawn_timeout_s);
             spawn_failed(s, it->id, it->host, it->attempts, -ETIMEDOUT, msg, &system_actor,
                          true);
+        } else if (it->kind == SWEEP_SNAPSHOT) {
+            char status[32] = "gone";
+            int r = *it->image ? sched_image_snapshot_status(s, it->image, status, sizeof status)
+                               : -ENOENT;
+            if ((r < 0 && r != -ENOENT) || strcmp(status, "queued") == 0 ||
+                strcmp(status, "saving") == 0)
+                continue;
+            char msg[256];
+            if (strcmp(status, "active") == 0)
+                snprintf(msg, sizeof msg, "Image '%s' is active.", it->image);
+            else
+                snprintf(msg, sizeof msg, "The snapshot's image '%s' is %s: its upload "
+                         "stopped.", it->image, status);
+            snapshot_end(s, it->id, it->host, it->image, strcmp(status, "active") == 0 ? 0 : -EIO,
+                         msg, &system_actor);
         } else if (it->kind == SWEEP_TASK) {
             sweep_task(s, it);
         } else {

@@ -27,6 +27,7 @@
 #include "compute.h"
 #include "network.h"
 #include "err.h"
+#include "loop.h"
 #include "placement.h"
 #include "rpc.h"
 #include "scheduler.h"
@@ -2110,6 +2111,43 @@ test_snapshot_failures(void **state)
     sched_compute_sweep(&fx->s, yun_wall_us() + 3599ull * 1000000u);
     assert_state(fx, id, "SHUTOFF", "image_snapshot");
     sched_compute_sweep(&fx->s, yun_wall_us() + 3601ull * 1000000u);
+    assert_state(fx, id, "SHUTOFF", "");
+    assert_image_status(fx, img->id, "killed");
+    free_msg(img);
+
+    /* An upload that stalls is reaped; the sweep then ends the task. */
+    assert_int_equal(snapshot(fx, &P1, id, "s4b", &img, NULL), 0);
+    answer(fx, pending(fx, YUN__OP__OP_AGENT_SNAPSHOT, id), 0, NULL);
+    assert_int_equal(snap_chunk(fx, agent, id, img->id, 0, bytes, sizeof bytes, false, NULL),
+                     0);
+    sched_compute_sweep(&fx->s, yun_wall_us());
+    assert_state(fx, id, "SHUTOFF", "image_snapshot");
+    sched_image_reap(&fx->s, yun_now_ms() + (fx->s.cfg.image_upload_idle_timeout_s + 1) * 1000ll);
+    assert_image_status(fx, img->id, "killed");
+    sched_compute_sweep(&fx->s, yun_wall_us());
+    assert_state(fx, id, "SHUTOFF", "");
+    i = show(fx, &P1, id, 0);
+    assert_contains(i->fault->message, "upload stopped");
+    free_msg(i);
+    free_msg(img);
+
+    /* The agent restarts (its start-up sync). */
+    assert_int_equal(snapshot(fx, &P1, id, "s4c", &img, NULL), 0);
+    answer(fx, pending(fx, YUN__OP__OP_AGENT_SNAPSHOT, id), 0, NULL);
+    Yun__AgentInstanceState st = YUN__AGENT_INSTANCE_STATE__INIT;
+    st.instance_id = id;
+    st.power_state = (char *)"shutoff";
+    st.known = true;
+    st.has_domain = true;
+    Yun__AgentInstanceState *sts[] = { &st };
+    Yun__InstanceSyncRequest sq = YUN__INSTANCE_SYNC_REQUEST__INIT;
+    sq.host_id = (char *)host;
+    sq.instances = sts;
+    sq.n_instances = 1;
+    Yun__InstanceSyncReply *sy = NULL;
+    assert_int_equal(run(fx, agent, sched_instance_sync, &sq,
+                         &yun__instance_sync_reply__descriptor, &sy, NULL), 0);
+    free_msg(sy);
     assert_state(fx, id, "SHUTOFF", "");
     assert_image_status(fx, img->id, "killed");
     free_msg(img);
