@@ -12,8 +12,8 @@
 #   -> a snapshot of the running guest (`yun server image create --wait`:
 #   an active qcow2 without backing file that names the same kernel and
 #   ramdisk) boots a second guest -> the agent SIGKILLed and restarted (the
-#   guest runs on, the agent takes it back) -> the guest powers itself off (ACPI from outside yun): SHUTOFF with
-#   nobody asking -> delete: no domain, volume or file of it is left, the
+#   guest runs on, the agent takes it back) -> the guest powers itself off
+#   (ACPI from outside yun): SHUTOFF with nobody asking -> delete: no domain, volume or file of it is left, the
 #   images stay cached unused.
 # (No `cmd | grep -q` here: with pipefail, the writer's SIGPIPE fails it.)
 # Prints the agent's create-to-running time and the overlay's creation
@@ -190,11 +190,12 @@ status_is ACTIVE || fail "vm1 is not ACTIVE after its snapshot"
 [ -z "$(yun server show vm1 -f value -c task_state)" ] || fail "the snapshot's task is still set"
 [ "$(yun server show vm1 -f value -c power_state)" = running ] || fail "vm1 was not resumed"
 [ "$(console_count "yun-guest: booted kernel")" = "$boots" ] || fail "the snapshot restarted vm1"
-[ -z "$(ls -A "$STATE/snapshots")" ] || fail "the snapshot's copy was left: $(ls "$STATE/snapshots")"
+[ -z "$(ls -A "$STATE/snapshots")" ] ||
+    fail "the snapshot's copy was left: $(ls "$STATE/snapshots")"
 yun image download vm1-snap --file "$T/snap.qcow2" >/dev/null || fail "download"
 qemu-img info -f qcow2 --output=json "$T/snap.qcow2" >"$T/snap-info.json"
 jq -e '.format == "qcow2" and (has("backing-filename") | not)' "$T/snap-info.json" \
-    >/dev/null || fail "the snapshot is not a qcow2 without backing file: $(cat "$T/snap-info.json")"
+    >/dev/null || fail "not a qcow2 without backing file: $(cat "$T/snap-info.json")"
 qemu-img check -q -f qcow2 "$T/snap.qcow2" || fail "qemu-img check refuses the snapshot"
 pass "snapshot of the running guest: an active qcow2 without backing file, same kernel and ramdisk"
 
@@ -243,7 +244,9 @@ domains_after=$(yun_domains)
 [ "$(instance_files)" = "$files_before" ] || fail "files left: $(instance_files)"
 yun server list -f json | jq -e 'length == 0' >/dev/null || fail "the server is still listed"
 images_unused() {
-    [ "$(yun host show node1 -f json | jq '[.cached_images[] | select(.users == 0)] | length')" = "$CACHED_IMAGES" ]
+    local unused
+    unused=$(yun host show node1 -f json | jq '[.cached_images[] | select(.users == 0)] | length')
+    [ "$unused" = "$CACHED_IMAGES" ]
 }
 # The host shows the cache as its last heartbeat reported it.
 wait_for 10 images_unused ||
