@@ -3,7 +3,7 @@
  *
  * Commands in. A raw REP bus server (common/bus.h) at agent.listen_url,
  * the address the agent registers with, serves the scheduler's
- * OP_AGENT_SPAWN, DESTROY, ACTION, CONSOLE and LIST through the one table
+ * OP_AGENT_SPAWN, DESTROY, ACTION, SNAPSHOT, CONSOLE and LIST through the one table
  * below. The scheduler seals them with this agent's own key (it derives
  * every agent's key from the cluster secret), so the key callback accepts
  * only this agent's id at its current epoch, and each row names who may
@@ -309,6 +309,21 @@ op_action(struct agent_call *call, const ProtobufCMessage *req)
     return 0;
 }
 
+/* OP_AGENT_SNAPSHOT: answered once the copy is started; the outcome
+ * follows as snapshot_done or snapshot_failed. */
+static int
+op_snapshot(struct agent_call *call, const ProtobufCMessage *req)
+{
+    const Yun__AgentSnapshotRequest *q = (const Yun__AgentSnapshotRequest *)req;
+    struct agent_vm_state st;
+    char msg[MSG_MAX] = "";
+    int r = agent_vm_snapshot(call->c->a->vms, q->instance_id, q->image_id, call->req, &st,
+                              msg, sizeof msg);
+    if (r < 0)
+        return call_error(call, r, "%s", *msg ? msg : yun_strerror(r));
+    return ack(call, &st);
+}
+
 static int
 op_console(struct agent_call *call, const ProtobufCMessage *req)
 {
@@ -386,6 +401,8 @@ static const struct agent_op agent_ops[] = {
       op_action, SCHEDULER },
     { YUN__OP__OP_AGENT_CONSOLE, "agent.console", &yun__agent_console_request__descriptor,
       op_console, SCHEDULER },
+    { YUN__OP__OP_AGENT_SNAPSHOT, "agent.snapshot", &yun__agent_snapshot_request__descriptor,
+      op_snapshot, SCHEDULER },
     { YUN__OP__OP_AGENT_LIST, "agent.list", &yun__agent_list_request__descriptor, op_list,
       SCHEDULER },
     { YUN__OP__OP_AGENT_NETWORK_STATE, "agent.network_state",

@@ -18,6 +18,11 @@
  *   action:  JOB_ACTION -> the command's answer; stop and soft reboot then
  *            wait for the guest until the shutdown timeout (then JOB_ACTION
  *            "poweroff" / "reset")
+ *   snapshot: JOB_SNAPSHOT (a running guest paused, its disk chain copied
+ *            by qemu-img into one qcow2 without backing file under
+ *            <state_dir>/snapshots, the guest resumed) -> the upload
+ *            (snapshot-upload.c) -> "snapshot_done" / "snapshot_failed";
+ *            the file goes in every case
  *
  * At most one job runs per instance (vm->job); a destroy asked meanwhile
  * is noted (destroy_wanted) and starts when the step ends. Jobs run on the
@@ -41,7 +46,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +58,7 @@
 #include <libxml/xpath.h>
 
 #include "agent.h"
+#include "bus.h"
 #include "cleanup.h"
 #include "envelope.h"
 #include "err.h"
@@ -60,6 +69,7 @@
 #include "store.h"
 #include "util.h"
 #include "host-network.h"
+#include "snapshot-upload.h"
 #include "vm-xml.h"
 #include "vm.h"
 
@@ -76,6 +86,11 @@ YUN_LOG_MODULE("agent.vm");
 #define NAME_MAX_BYTES 255
 #define CONSOLE_FILE "console.log"
 #define DISK_SUFFIX ".qcow2"
+#define SNAPSHOT_DIR "snapshots"
+/* qemu-img reads a disk a tenant controlled: it runs with bounded memory
+ * and CPU time (as Nova's and Glance's qemu-img calls do). */
+#define QEMU_IMG_AS_MAX (1ull << 30)
+#define QEMU_IMG_CPU_S 3600
 
 enum vm_state {
     VM_BUILDING,
@@ -105,6 +120,7 @@ enum job_kind {
     JOB_SPAWN,
     JOB_DESTROY,
     JOB_ACTION,
+    JOB_SNAPSHOT,
 };
 
 /* What a destroy keeps and what it reports. */
@@ -139,6 +155,7 @@ struct job {
     enum destroy_mode mode;
     char action[16];            /* start stop reboot pause ... poweroff reset */
     bool hard;
+    char *snap_path;            /* snapshot: the file to make */
     /* outputs */
     int r;
     char msg[MSG_MAX];
@@ -183,6 +200,19 @@ struct vm {
     bool reboot_seen;                    /* a reboot happened since the last check */
     int64_t check_at;                    /* when the power check runs; -1: none */
     int timer;                           /* the check and deadline timer; -1 */
+    bool snapshotting;                   /* a snapshot's copy or upload runs */
+    char snap_image[YUN_UUID_STR_SIZE];  /* its image */
+    char snap_request_id[YUN_REQUEST_ID_MAX + 1];
+};
+
+/* A snapshot being uploaded: it may outlive its instance (a delete). */
+struct snap_upload {
+    struct snap_upload *next;
+    struct agent_vms *v;
+    char id[YUN_UUID_STR_SIZE];
+    char image[YUN_UUID_STR_SIZE];
+    char request_id[YUN_REQUEST_ID_MAX + 1];
+    char *path;
 };
 
 struct agent_vms {
@@ -210,6 +240,9 @@ struct agent_vms {
     int cb_reboot;
     size_t n_unknown;                    /* found at start */
     bool freeing;
+    struct agent_snapshot_uploader *uploader; /* owned; NULL: no snapshots */
+    char *snapshots_dir;
+    struct snap_upload *uploads;
 };
 
 static void vm_check_soon(struct vm *vm, int64_t delay_ms);
@@ -645,6 +678,7 @@ job_free(struct job *j)
     free(j->console_log);
     free(j->base_path);
     free(j->base_format);
+    free(j->snap_path);
     free(j);
 }
 
@@ -958,6 +992,134 @@ work_action(struct job *j)
     (void)domain_power(d, &j->power);
 }
 
+/* Worker: runs 'argv' (qemu-img) with the limits above, stdin from
+ * /dev/null, its output kept for the message. 0 when it exits 0. */
+static int
+run_limited(char *const argv[], char *msg, size_t msg_size)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        int r = -errno;
+        snprintf(msg, msg_size, "Cannot run %s: %s.", argv[0], strerror(-r));
+        return r;
+    }
+    int null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Only async-signal-safe calls until exec. */
+        struct rlimit as = { QEMU_IMG_AS_MAX, QEMU_IMG_AS_MAX };
+        struct rlimit cpu = { QEMU_IMG_CPU_S, QEMU_IMG_CPU_S };
+        if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(pfd[1], 1) < 0 || dup2(pfd[1], 2) < 0 ||
+            setrlimit(RLIMIT_AS, &as) < 0 || setrlimit(RLIMIT_CPU, &cpu) < 0)
+            _exit(126);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int r = pid < 0 ? -errno : 0;
+    close(pfd[1]);
+    if (null_fd >= 0)
+        close(null_fd);
+    char out[512];
+    size_t n = 0;
+    for (;;) {
+        ssize_t k = read(pfd[0], out + n, n < sizeof out - 1 ? sizeof out - 1 - n : 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0) {
+            if (k == 0 && n == sizeof out - 1) {
+                char sink[512];
+                while (read(pfd[0], sink, sizeof sink) > 0)
+                    ;
+            }
+            break;
+        }
+        n += (size_t)k;
+    }
+    close(pfd[0]);
+    out[n] = '\0';
+    while (n && (out[n - 1] == '\n' || out[n - 1] == ' '))
+        out[--n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (out[i] == '\n')
+            out[i] = ' ';
+    if (r < 0) {
+        snprintf(msg, msg_size, "Cannot run %s: %s.", argv[0], strerror(-r));
+        return r;
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            r = -errno;
+            snprintf(msg, msg_size, "Cannot wait for %s: %s.", argv[0], strerror(-r));
+            return r;
+        }
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    if (WIFSIGNALED(status))
+        snprintf(msg, msg_size, "%s was killed by signal %d (a limit of %llu MiB or %u s CPU "
+                 "may have been reached)%s%s", argv[0], WTERMSIG(status),
+                 QEMU_IMG_AS_MAX >> 20, QEMU_IMG_CPU_S, n ? ": " : ".", out);
+    else
+        snprintf(msg, msg_size, "%s failed (exit %d)%s%s", argv[0], WEXITSTATUS(status),
+                 n ? ": " : ".", out);
+    return -EIO;
+}
+
+/* Worker: the snapshot's copy. A running guest is paused for it (QEMU
+ * flushes its writes when it stops), so that the copy is consistent,
+ * and resumed after, whatever the copy did. The chain is read with the
+ * formats it states (-f qcow2 for the overlay, whose backing format is
+ * recorded in it): nothing is probed. */
+static void
+work_snapshot(struct job *j)
+{
+    int r;
+    _cleanup_(virDomainFreep) virDomainPtr d = job_domain(j, &r);
+    if (!d) {
+        if (r == 0) {
+            snprintf(j->msg, sizeof j->msg, "The domain '%s' is gone from libvirt.", j->domain);
+            r = -ENOENT;
+        }
+        j->r = r;
+        return;
+    }
+    enum agent_vm_power p = AGENT_VM_POWER_NOSTATE;
+    (void)domain_power(d, &p);
+    bool paused = false;
+    if (p == AGENT_VM_POWER_RUNNING && virDomainIsActive(d) == 1) {
+        if (virDomainSuspend(d) < 0) {
+            j->r = lv_error(j->msg, sizeof j->msg, "Cannot pause '%s' for its snapshot",
+                            j->domain);
+            return;
+        }
+        paused = true;
+    }
+    (void)unlink(j->snap_path);
+    /* -U: QEMU still holds the image's lock while the guest is paused;
+     * the read is consistent because nothing writes meanwhile. */
+    char *const argv[] = {
+        (char *)"qemu-img", (char *)"convert", (char *)"-U", (char *)"-f", (char *)"qcow2",
+        (char *)"-O", (char *)"qcow2", j->disk_path, j->snap_path, NULL,
+    };
+    double t0 = mono_ms();
+    j->r = run_limited(argv, j->msg, sizeof j->msg);
+    j->disk_ms = mono_ms() - t0;
+    if (paused && virDomainResume(d) < 0) {
+        char m[MSG_MAX];
+        int e = lv_error(m, sizeof m, "Cannot resume '%s' after its snapshot", j->domain);
+        log_err_errno(e, "%s", m);
+        if (j->r >= 0) {
+            j->r = e;
+            snprintf(j->msg, sizeof j->msg, "%s", m);
+        }
+    }
+    if (j->r < 0)
+        (void)unlink(j->snap_path);
+    j->has_domain = true;
+    (void)domain_power(d, &j->power);
+}
+
 static int
 job_work(void *data)
 {
@@ -974,6 +1136,9 @@ job_work(void *data)
         break;
     case JOB_ACTION:
         work_action(j);
+        break;
+    case JOB_SNAPSHOT:
+        work_snapshot(j);
         break;
     }
     return j->r;
@@ -1957,6 +2122,158 @@ action_done(struct vm *vm, struct job *j)
     vm_check_soon(vm, 0);
 }
 
+/* --- snapshots ------------------------------------------------------------ */
+
+static struct snap_upload *
+snap_upload_free(struct snap_upload *su)
+{
+    if (su) {
+        if (su->path)
+            (void)unlink(su->path);
+        free(su->path);
+        free(su);
+    }
+    return NULL;
+}
+
+static void
+snapshot_report(struct agent_vms *v, const char *id, const char *image, int r,
+                const char *message, const char *request_id)
+{
+    struct vm *vm = vm_find(v, id);
+    if (!vm)
+        return; /* deleted meanwhile: the scheduler killed the image already */
+    if (strcmp(vm->snap_image, image) == 0)
+        vm->snapshotting = false;
+    enum agent_vm_power p = vm->reported;
+    if (r < 0)
+        vm_emit(vm, "snapshot_failed", p, r, message, request_id);
+    else
+        vm_emit(vm, "snapshot_done", p, 0, NULL, request_id);
+}
+
+static void
+upload_done(int r, const char *message, void *data)
+{
+    struct snap_upload *su = data;
+    struct agent_vms *v = su->v;
+    for (struct snap_upload **p = &v->uploads; *p; p = &(*p)->next)
+        if (*p == su) {
+            *p = su->next;
+            break;
+        }
+    snapshot_report(v, su->id, su->image, r, message, su->request_id);
+    snap_upload_free(su);
+}
+
+/* The copy is made (or failed): upload it, or say why not. */
+static void
+snapshot_copied(struct vm *vm, struct job *j)
+{
+    struct agent_vms *v = vm->v;
+    if (j->r < 0) {
+        log_warn_errno(j->r, "snapshot copy failed vm=%s image=%s: %s", vm->id,
+                       vm->snap_image, j->msg);
+        snapshot_report(v, vm->id, vm->snap_image, j->r, j->msg, vm->snap_request_id);
+        vm_check_soon(vm, 0);
+        return;
+    }
+    log_info("snapshot copied vm=%s image=%s ms=%.0f", vm->id, vm->snap_image, j->disk_ms);
+    struct snap_upload *su = calloc(1, sizeof *su);
+    int r = -ENOMEM;
+    if (su) {
+        su->v = v;
+        snprintf(su->id, sizeof su->id, "%s", vm->id);
+        snprintf(su->image, sizeof su->image, "%s", vm->snap_image);
+        snprintf(su->request_id, sizeof su->request_id, "%s", vm->snap_request_id);
+        su->path = TAKE_PTR(j->snap_path);
+        r = agent_snapshot_upload(v->uploader, su->id, su->image, su->path, upload_done, su);
+    }
+    if (r < 0) {
+        if (!su)
+            (void)unlink(j->snap_path);
+        su = snap_upload_free(su);
+        snapshot_report(v, vm->id, vm->snap_image, r, "The agent cannot upload the snapshot "
+                        "now.", vm->snap_request_id);
+    } else {
+        su->next = v->uploads;
+        v->uploads = su;
+    }
+    vm_check_soon(vm, 0);
+}
+
+int
+agent_vm_snapshot(struct agent_vms *v, const char *id, const char *image_id,
+                  const char *request_id, struct agent_vm_state *ret, char *msg,
+                  size_t msg_size)
+{
+    if (!yun_uuid_is_valid(image_id)) {
+        snprintf(msg, msg_size, "Image id '%.64s' is not a UUID.", image_id);
+        return YUN_E_INVALID;
+    }
+    struct vm *vm = yun_uuid_is_valid(id) ? vm_find(v, id) : NULL;
+    if (!vm) {
+        snprintf(msg, msg_size, "Instance '%.64s' is not on host '%s'.", id, v->host_name);
+        return -ENOENT;
+    }
+    if (!v->uploader) {
+        snprintf(msg, msg_size, "Host '%s' cannot upload snapshots.", v->host_name);
+        return -EOPNOTSUPP;
+    }
+    if (vm->state != VM_ACTIVE || vm->destroy_wanted) {
+        snprintf(msg, msg_size, "Instance '%s' is being %s; it cannot be snapshotted now.", id,
+                 vm->state == VM_BUILDING ? "built" : "deleted");
+        return YUN_E_CONFLICT;
+    }
+    if (vm->snapshotting && strcmp(vm->snap_image, image_id) == 0) {
+        /* The same request again: accepted again. */
+        state_of(vm, ret);
+        return 0;
+    }
+    if (vm->job || vm->snapshotting || vm->stopping || vm->rebooting) {
+        snprintf(msg, msg_size, "Instance '%s' is busy; it cannot be snapshotted now.", id);
+        return YUN_E_CONFLICT;
+    }
+    struct job *j = job_new(vm, JOB_SNAPSHOT);
+    if (!j)
+        return -ENOMEM;
+    if (asprintf(&j->snap_path, "%s/%s.qcow2", v->snapshots_dir, image_id) < 0) {
+        j->snap_path = NULL;
+        job_free(j);
+        return -ENOMEM;
+    }
+    int r = job_submit(vm, j);
+    if (r < 0) {
+        snprintf(msg, msg_size, "The agent has too much work queued; try again.");
+        return r;
+    }
+    vm->snapshotting = true;
+    snprintf(vm->snap_image, sizeof vm->snap_image, "%s", image_id);
+    snprintf(vm->snap_request_id, sizeof vm->snap_request_id, "%s",
+             request_id ? request_id : "");
+    log_req(YUN_LOG_INFO, request_id, 0, "snapshot started vm=%s image=%s", id, image_id);
+    state_of(vm, ret);
+    return 0;
+}
+
+/* Removes every file of <state_dir>/snapshots: copies no upload holds
+ * (a crash, or a stop, cut them short). */
+static void
+snapshots_clear(struct agent_vms *v)
+{
+    DIR *d = opendir(v->snapshots_dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+            log_info("leftover snapshot removed file=%s/%s", v->snapshots_dir, e->d_name);
+    }
+    closedir(d);
+}
+
 static void
 job_done(int result, void *data)
 {
@@ -1971,6 +2288,8 @@ job_done(int result, void *data)
     if (vm && vm->job == j)
         vm->job = NULL;
     if (v->freeing || !vm) {
+        if (j->kind == JOB_SNAPSHOT)
+            (void)unlink(j->snap_path);
         if (j->done) {
             struct agent_vm_state st = { .power = j->power };
             snprintf(st.id, sizeof st.id, "%s", j->id);
@@ -1992,6 +2311,9 @@ job_done(int result, void *data)
         return;
     case JOB_ACTION:
         action_done(vm, j);
+        break;
+    case JOB_SNAPSHOT:
+        snapshot_copied(vm, j);
         break;
     }
     job_free(j);
@@ -2435,19 +2757,25 @@ int
 agent_vms_new(const struct agent_vms_options *o, struct agent_vms **ret, char *msg,
               size_t msg_size)
 {
+    /* The uploader is taken whatever happens. */
+    struct agent_snapshot_uploader *uploader = o->uploader;
     if (!o->loop || !o->store || !o->conn || !o->state_dir || !o->virt_type || !o->arch) {
+        agent_snapshot_uploader_free(uploader);
         snprintf(msg, msg_size, "The instance table is missing a part.");
         return -EINVAL;
     }
     const char *pool_name = o->pool && *o->pool ? o->pool : AGENT_VM_POOL_DEFAULT;
     if (!yun_name_is_valid(pool_name, 64)) {
+        agent_snapshot_uploader_free(uploader);
         snprintf(msg, msg_size, "Storage pool name '%.64s' is not 1 to 64 of [A-Za-z0-9._-].",
                  pool_name);
         return YUN_E_CONFIG;
     }
     struct agent_vms *v = calloc(1, sizeof *v);
-    if (!v)
+    if (!v) {
+        agent_snapshot_uploader_free(uploader);
         return -ENOMEM;
+    }
     v->loop = o->loop;
     v->store = o->store;
     v->conn = o->conn;
@@ -2465,12 +2793,22 @@ agent_vms_new(const struct agent_vms_options *o, struct agent_vms **ret, char *m
     v->host_name = strdup(o->host_name ? o->host_name : "");
     if (asprintf(&v->instances_dir, "%s/instances", o->state_dir) < 0)
         v->instances_dir = NULL;
+    if (asprintf(&v->snapshots_dir, "%s/" SNAPSHOT_DIR, o->state_dir) < 0)
+        v->snapshots_dir = NULL;
+    v->uploader = uploader;
     _cleanup_(agent_vms_freep) struct agent_vms *guard = v;
     if (!v->state_dir || !v->pool_name || !v->virt_type || !v->arch || !v->host_name ||
-        !v->instances_dir)
+        !v->instances_dir || !v->snapshots_dir)
         return -ENOMEM;
+    int r = yun_mkdir_p(v->snapshots_dir, 0700);
+    if (r < 0) {
+        snprintf(msg, msg_size, "Cannot make the directory '%s': %s.", v->snapshots_dir,
+                 strerror(-r));
+        return r;
+    }
+    snapshots_clear(v);
 
-    int r = yun_mkdir_p(v->instances_dir, DIR_MODE);
+    r = yun_mkdir_p(v->instances_dir, DIR_MODE);
     if (r >= 0)
         r = make_traversable(v->state_dir);
     if (r >= 0)
@@ -2531,6 +2869,14 @@ agent_vms_free(struct agent_vms *v)
     /* Waits for the running jobs; their done callbacks answer with
      * -ECANCELED and free them. */
     v->workers = yun_pool_free(v->workers);
+    /* Uploads end without a word: the scheduler's timeout or restart
+     * kills their images; their files go now. */
+    v->uploader = agent_snapshot_uploader_free(v->uploader);
+    while (v->uploads) {
+        struct snap_upload *su = v->uploads;
+        v->uploads = su->next;
+        snap_upload_free(su);
+    }
     for (size_t b = 0; b < VM_BUCKETS; b++) {
         while (v->buckets[b]) {
             struct vm *vm = v->buckets[b];
@@ -2549,6 +2895,7 @@ agent_vms_free(struct agent_vms *v)
         virConnectClose(v->conn);
     free(v->state_dir);
     free(v->instances_dir);
+    free(v->snapshots_dir);
     free(v->pool_name);
     free(v->virt_type);
     free(v->arch);
@@ -2568,7 +2915,30 @@ on_vm_event(const Yun__InstanceEvent *ev, void *data)
 int
 agent_vm_start(struct agent *a)
 {
+    /* Snapshots go up in chunks of the image fetcher's size (checked
+     * against the bus's message size at the cache's start), at most the
+     * scheduler's default [images] chunk_size. */
+    uint32_t chunk = a->cfg.image_fetch_chunk_kb * 1024;
+    if (chunk == 0 || chunk > 1024 * 1024)
+        chunk = 1024 * 1024;
+    struct yun_bus_client_options bo = {
+        .url = agent_scheduler_url(a),
+        .self_id = a->key.id,
+        .key_id = a->key.id,
+        .key_epoch = a->key.epoch,
+        .key = &a->key.key,
+        .max_body = a->cfg.max_message_size,
+        .window_us = (uint64_t)a->cfg.message_window_s * 1000000u,
+        .timeout_ms = (int)a->cfg.request_timeout_ms,
+    };
+    struct agent_snapshot_uploader *up = NULL;
+    if (bo.url && *bo.url) {
+        int r = agent_snapshot_uploader_new(a->loop, &bo, chunk, &up);
+        if (r < 0)
+            return log_err_errno(r, "cannot connect the snapshot uploader url=%s", bo.url);
+    }
     struct agent_vms_options o = {
+        .uploader = up,
         .loop = a->loop,
         .store = a->store,
         .conn = a->conn,

@@ -49,6 +49,7 @@
 struct agent;
 struct agent_vms;
 struct agent_image_cache;
+struct agent_snapshot_uploader;
 struct yun_loop;
 struct yun_store;
 
@@ -102,6 +103,7 @@ struct agent_vms_options {
     unsigned threads;                 /* libvirt workers; 0 = 4 */
     agent_vm_event_fn event;          /* may be NULL */
     void *event_data;
+    struct agent_snapshot_uploader *uploader; /* taken, also on failure; NULL: no snapshots */
 };
 
 /* Opens the instance table: makes <state_dir> and <state_dir>/instances
@@ -188,6 +190,19 @@ int agent_vm_destroy(struct agent_vms *v, const char *id, const char *request_id
 int agent_vm_action(struct agent_vms *v, const char *id, const char *action, bool hard,
                     const char *request_id, agent_vm_done_fn done, void *data, char *msg,
                     size_t msg_size);
+
+/* OP_AGENT_SNAPSHOT: starts the snapshot of active instance 'id' into
+ * image 'image_id': a worker copies its disk chain into one qcow2 without
+ * backing file (a running guest is paused meanwhile), the uploader sends
+ * it (OP_SNAPSHOT_UPLOAD), and "snapshot_done" or "snapshot_failed" (with
+ * the reason) follows; the copy is removed in every case. Returns 0 with
+ * the state in '*ret' once started (again for the same image while it
+ * runs), or -ENOENT, YUN_E_CONFLICT (built, deleted, or busy with an
+ * action or another snapshot), -EOPNOTSUPP (no uploader) with a sentence
+ * in 'msg'. */
+int agent_vm_snapshot(struct agent_vms *v, const char *id, const char *image_id,
+                      const char *request_id, struct agent_vm_state *ret, char *msg,
+                      size_t msg_size);
 
 /* OP_AGENT_CONSOLE: the last 'lines' lines (0 = AGENT_VM_CONSOLE_LINES_DEFAULT, at most
  * AGENT_VM_CONSOLE_LINES_MAX) of the instance's console log, at most

@@ -47,6 +47,10 @@ struct cli_object {
     const struct cli_verb *command; /* instead of verbs: "yun login [ARGS]" */
 };
 
+struct Yun__ImageRecord;
+/* Prints every field of an image as `yun image show` does (image.c). */
+int cli_image_print(struct cli *cli, const struct Yun__ImageRecord *im);
+
 extern const struct cli_verb cli_host_verbs[];
 extern const struct cli_verb cli_image_verbs[];
 extern const struct cli_verb cli_audit_verbs[];

@@ -232,6 +232,15 @@ image_row(struct cli_table *t, const Yun__ImageRecord *im, bool full)
     cli_table_time(t, "updated_at", im->updated_us);
 }
 
+static int print_image(struct cli *cli, const Yun__ImageRecord *im);
+
+/* Prints every field of image 'im' (also for `yun server image create`). */
+int
+cli_image_print(struct cli *cli, const struct Yun__ImageRecord *im)
+{
+    return print_image(cli, im);
+}
+
 static int
 print_image(struct cli *cli, const Yun__ImageRecord *im)
 {

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0
  * server.c: `yun server create|list|show|delete|start|stop|reboot|pause|
  * unpause|suspend|resume|rebuild|console|set|unset` and `yun server group
- * create|list|show|delete`: instances (proto/compute.proto). SERVER is a
+ * create|list|show|delete` and `yun server image create` (a snapshot):
+ * instances (proto/compute.proto). SERVER is a
  * name or an id everywhere (the scheduler resolves names within the
  * caller's project). Verbs that change a server's state return when the
  * scheduler accepted them; with --wait they poll until the server gets
@@ -22,6 +23,7 @@
 #include "err.h"
 #include "util.h"
 #include "compute.pb-c.h"
+#include "image.pb-c.h"
 
 #define USER_DATA_MAX 65536
 #define WAIT_DEFAULT_MS 600000
@@ -1089,6 +1091,114 @@ group_delete(struct cli *cli, int argc, char **argv)
     return rc;
 }
 
+
+/* ---- image (snapshot) ---- */
+
+/* Polls image 'id' until it is active (0) or killed or gone (1, with the
+ * server's fault when it has one), bounded like wait_for. */
+static int
+wait_image(struct cli *cli, const char *id, const char *server, Yun__ImageReply **ret)
+{
+    int limit = cli->wait_timeout_ms ? cli->wait_timeout_ms : WAIT_DEFAULT_MS;
+    int64_t end = mono_ms() + limit;
+    useconds_t delay = 200000;
+    for (;;) {
+        Yun__ImageRef q = YUN__IMAGE_REF__INIT;
+        q.image = (char *)id;
+        ProtobufCMessage *m = NULL;
+        int r = cli_call(cli, YUN__OP__OP_IMAGE_SHOW, &q.base, &yun__image_reply__descriptor,
+                         &m);
+        if (r)
+            return r;
+        Yun__ImageReply *y = (Yun__ImageReply *)m;
+        const char *status = y->image ? y->image->status : "gone";
+        if (strcmp(status, "active") == 0) {
+            *ret = y;
+            return 0;
+        }
+        if (strcmp(status, "queued") != 0 && strcmp(status, "saving") != 0) {
+            Yun__ServerReply *sy = NULL;
+            int err = 0;
+            const char *why = "no fault recorded";
+            if (show_server(cli, server, &sy, &err) == 0 && sy->server->fault)
+                why = sy->server->fault->message;
+            fprintf(stderr, "yun: the snapshot '%s' of server '%s' is %s: %s\n", id, server,
+                    status, why);
+            if (sy)
+                protobuf_c_message_free_unpacked(&sy->base, NULL);
+            protobuf_c_message_free_unpacked(m, NULL);
+            return 1;
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (mono_ms() >= end) {
+            fprintf(stderr, "yun: the snapshot '%s' of server '%s' is still %s after %d s\n",
+                    id, server, status, limit / 1000);
+            return 1;
+        }
+        usleep(delay);
+        if (delay < 1000000)
+            delay += delay / 2;
+    }
+}
+
+static int
+server_image_create(struct cli *cli, int argc, char **argv)
+{
+    static const char cmd[] = "server image create";
+    static const struct option opts[] = {
+        { "name", required_argument, NULL, OPT_NAME },
+        { "wait", no_argument, NULL, OPT_WAIT },
+        {},
+    };
+    Yun__ServerSnapshotRequest q = YUN__SERVER_SNAPSHOT_REQUEST__INIT;
+    bool wait = false;
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":", opts, NULL)) >= 0) {
+        if (c == OPT_NAME)
+            q.image_name = optarg;
+        else if (c == OPT_WAIT)
+            wait = true;
+        else
+            return cli_option_error(cmd, c, argv);
+    }
+    if (optind + 1 != argc || !*q.image_name)
+        return cli_usage_error("'%s' takes one server name or id and --name NAME", cmd);
+    q.server = argv[optind];
+    _cleanup_message_ ProtobufCMessage *m = NULL;
+    int r = cli_call(cli, YUN__OP__OP_SERVER_SNAPSHOT, &q.base, &yun__image_reply__descriptor,
+                     &m);
+    if (r)
+        return r;
+    const Yun__ImageRecord *im = ((Yun__ImageReply *)m)->image;
+    if (!wait || !im)
+        return cli_image_print(cli, im);
+    Yun__ImageReply *done = NULL;
+    r = wait_image(cli, im->id, q.server, &done);
+    if (r)
+        return r;
+    r = cli_image_print(cli, done->image);
+    protobuf_c_message_free_unpacked(&done->base, NULL);
+    return r;
+}
+
+static const struct cli_verb image_verbs[] = {
+    { "create", server_image_create, "SERVER --name NAME [--wait]",
+      "Snapshot a server's disk into a new image",
+      "Prints the image at once (queued); the server's task is image_snapshot until\n"
+      "the image is active or killed. The image is private to the server's project,\n"
+      "qcow2 without backing file, and boots as the server did (its kernel, ramdisk\n"
+      "and command line are copied). The server must be ACTIVE or SHUTOFF; a running\n"
+      "guest is paused while its disk is copied.\n"
+      "\n"
+      "Options:\n"
+      "  --name NAME            The image's name\n"
+      "  --wait                 Poll until the image is active; exit 1 if it is killed\n"
+      "                         (bounded by the global --timeout, else 600 s)\n" },
+    {},
+};
+
 static const struct cli_verb group_verbs[] = {
     { "create", group_create, "NAME --policy POLICY",
       "Create a server group: affinity, anti-affinity, soft-affinity or soft-anti-affinity" },
@@ -1163,5 +1273,6 @@ const struct cli_verb cli_server_verbs[] = {
       "Rename a server or set its metadata" },
     { "unset", server_unset, "SERVER --property KEY...", "Remove metadata of a server" },
     { "group", NULL, NULL, "Server groups: placement policies", NULL, group_verbs },
+    { "image", NULL, NULL, "Images of servers: snapshots", NULL, image_verbs },
     {},
 };

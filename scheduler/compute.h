@@ -110,6 +110,10 @@ int sched_server_group_delete(struct sched_call *call, const ProtobufCMessage *r
  * InstanceEventReply) and OP_INSTANCE_SYNC (InstanceSyncRequest ->
  * InstanceSyncReply). An agent speaks only for its own host's instances. */
 int sched_instance_event(struct sched_call *call, const ProtobufCMessage *req);
+/* OP_SNAPSHOT_UPLOAD (SnapshotUploadRequest -> ImageUploadReply): a chunk
+ * of a server snapshot, only from the agent of the server's host while
+ * the server's image_snapshot task for that image runs. */
+int sched_snapshot_upload(struct sched_call *call, const ProtobufCMessage *req);
 int sched_instance_sync(struct sched_call *call, const ProtobufCMessage *req);
 
 /* The placement settings of [compute] (ratios, reservation, weigher).
@@ -256,3 +260,34 @@ struct Yun__ImageRecord;
  * caller's to check. '*ret' is the caller's to free. */
 int sched_image_find_bootable(struct sched_call *call, struct yun_txn *txn, const char *ref,
                               struct Yun__ImageRecord **ret);
+
+/* --- server snapshots: image.c's part ---------------------------------------- */
+
+struct Yun__ImageProperty;
+
+/* Creates in 'txn' the image of a server snapshot: queued, owned by
+ * 'owner', private, qcow2/bare, with 'props' (checked as any image's) and
+ * 'min_disk'; audited as image.create. States the call's error for a bad
+ * name or a project at its image quota. '*ret' is a copy, the caller's
+ * to free. */
+int sched_image_snapshot_new(struct sched_call *call, struct yun_txn *txn, const char *name,
+                             const char *owner, struct Yun__ImageProperty **props,
+                             size_t n_props, uint32_t min_disk, struct Yun__ImageRecord **ret);
+/* One chunk of the snapshot 'image_id' of 'instance_id' (the caller
+ * checked that the agent may send it): through the same session, digests
+ * and inspector as OP_IMAGE_UPLOAD, the first chunk moving it from queued
+ * to saving and the 'last' one to active or killed. Replies
+ * ImageUploadReply (a wrong offset: YUN_E_CONFLICT with 'received'). */
+int sched_image_snapshot_chunk(struct sched_call *call, const char *instance_id,
+                               const char *image_id, uint64_t offset, const void *data,
+                               size_t len, bool last);
+/* Marks 'image_id' killed in 'txn' when it is queued or saving (a record
+ * only: for recovery, where no upload runs). Gone or done: 0. */
+int sched_image_snapshot_kill_txn(struct sched *s, struct yun_txn *txn, const char *image_id,
+                                  int code, const char *reason);
+/* Fails the snapshot 'image_id': its upload (if any) ends and its bytes
+ * go, its record becomes killed unless it is already active or gone. */
+int sched_image_snapshot_fail(struct sched *s, const char *image_id, int code,
+                              const char *reason);
+/* Copies the status of 'image_id' into 'buf'; -ENOENT when gone. */
+int sched_image_snapshot_status(struct sched *s, const char *image_id, char *buf, size_t size);

@@ -151,6 +151,9 @@ const struct sched_op sched_ops[] = {
       sched_instance_event, AGENT, false, "instance_id" },
     { YUN__OP__OP_INSTANCE_SYNC, "instance.sync", CMP_REQ(instance_sync_request),
       sched_instance_sync, AGENT, false, "host_id" },
+    /* Audited by image.c (the upload's start and end) and on failure. */
+    { YUN__OP__OP_SNAPSHOT_UPLOAD, "snapshot.upload", CMP_REQ(snapshot_upload_request),
+      sched_snapshot_upload, AGENT, false, "image_id" },
 
     { YUN__OP__OP_AUDIT_LIST, "audit.list", &yun__audit_list_request__descriptor,
       sched_audit_list, ADMIN, false, NULL },
@@ -264,6 +267,7 @@ const Yun__Op sched_ops_unused[] = {
     YUN__OP__OP_AGENT_ACTION,
     YUN__OP__OP_AGENT_CONSOLE,
     YUN__OP__OP_AGENT_LIST,
+    YUN__OP__OP_AGENT_SNAPSHOT,
     YUN__OP__OP_AGENT_NETWORK_STATE,
 };
 const size_t sched_ops_unused_count = ELEMENTSOF(sched_ops_unused);

@@ -2055,3 +2055,274 @@ sched_image_done(struct sched *s)
     free(im);
     s->images = NULL;
 }
+
+/* --- server snapshots (instance.c's part) ---------------------------------- */
+
+/* The snapshots of servers: instance.c checks who asks and the server's
+ * state, then these make the image and fill it. The bytes come from the
+ * agent of the server's host (OP_SNAPSHOT_UPLOAD) and go through the same
+ * session as a user's upload: store writer, md5+sha512 in one pass, the
+ * format inspector at the end with the claimed format qcow2 (a snapshot is
+ * a disk the tenant controlled: no backing file, no data file, sizes in
+ * bounds). */
+
+int
+sched_image_snapshot_new(struct sched_call *call, struct yun_txn *txn, const char *name,
+                         const char *owner, Yun__ImageProperty **props, size_t n_props,
+                         uint32_t min_disk, Yun__ImageRecord **ret)
+{
+    struct sched *s = call->s;
+    if (!yun_text_is_valid(name, IMAGE_NAME_MAX))
+        return sched_call_error(call, YUN_E_INVALID,
+                                "Image name '%.64s' is not 1 to %d bytes of text without "
+                                "control characters.", name, IMAGE_NAME_MAX);
+    if (!yun_name_is_valid(owner, PROJECT_MAX))
+        return sched_call_error(call, YUN_E_INVALID, "Project '%.64s' is not a valid owner.",
+                                owner);
+    if (n_props > IMAGE_PROPS_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < n_props; i++) {
+        int r = check_property(call, props[i]->key, props[i]->value);
+        if (r < 0)
+            return r;
+    }
+    struct owner_count count = { .owner = owner };
+    int r = yun_txn_iterate(txn, IMAGES_DB, NULL, 0, count_owned, &count);
+    if (r < 0)
+        return r;
+    if (count.n >= s->cfg.image_max_per_project)
+        return sched_call_error(call, YUN_E_CONFLICT,
+                                "Project '%s' already owns %zu images, the most allowed.",
+                                owner, count.n);
+    char id[YUN_UUID_STR_SIZE];
+    r = yun_uuid_new(id);
+    if (r < 0)
+        return r;
+    uint64_t now = yun_wall_us();
+    Yun__ImageRecord img = YUN__IMAGE_RECORD__INIT;
+    img.id = id;
+    img.name = (char *)name;
+    img.owner = (char *)owner;
+    img.visibility = (char *)"private";
+    img.status = (char *)ST_QUEUED;
+    img.disk_format = (char *)"qcow2";
+    img.container_format = (char *)"bare";
+    img.min_disk = min_disk;
+    img.properties = props;
+    img.n_properties = n_props;
+    img.created_us = now;
+    img.updated_us = now;
+    r = put_image(txn, &img);
+    if (r >= 0)
+        r = name_index_add(txn, name, id);
+    if (r >= 0)
+        r = sched_audit_txn(txn, call, "image.create", id, 0, "A server snapshot.");
+    if (r < 0)
+        return r;
+    /* A deep copy for the caller, which outlives this record's borrows. */
+    ProtobufCMessage *copy = NULL;
+    size_t size = protobuf_c_message_get_packed_size(&img.base);
+    _cleanup_free_ uint8_t *buf = malloc(size ? size : 1);
+    if (!buf)
+        return -ENOMEM;
+    protobuf_c_message_pack(&img.base, buf);
+    copy = protobuf_c_message_unpack(&yun__image_record__descriptor, NULL, size, buf);
+    if (!copy)
+        return -ENOMEM;
+    *ret = (Yun__ImageRecord *)copy;
+    return 0;
+}
+
+static const char *
+snapshot_prop(const Yun__ImageRecord *img, const char *key)
+{
+    for (size_t i = 0; i < img->n_properties; i++)
+        if (strcmp(img->properties[i]->key, key) == 0)
+            return img->properties[i]->value;
+    return "";
+}
+
+/* Opens the upload session of snapshot 'img' (queued): queued -> saving. */
+static int
+snapshot_start(struct sched_call *call, const Yun__ImageRecord *img,
+               struct image_session **ret)
+{
+    struct sched *s = call->s;
+    struct sched_images *im = s->images;
+    if (im->n_sessions >= s->cfg.image_max_uploads)
+        return sched_call_error(call, -EBUSY,
+                                "%zu uploads are in progress, the most allowed; try again "
+                                "later.", im->n_sessions);
+    struct image_session *se = calloc(1, sizeof *se);
+    if (!se)
+        return -ENOMEM;
+    snprintf(se->id, sizeof se->id, "%s", img->id);
+    snprintf(se->disk_format, sizeof se->disk_format, "%s", img->disk_format);
+    se->last_ms = yun_now_ms();
+    int r = yun_digest_new(YUN_DIGEST_ALL, &se->digest);
+    if (r >= 0)
+        r = yun_imgfmt_inspector_new(&se->insp);
+    if (r >= 0)
+        r = im->store->ops->writer_new(im->store, se->id, &se->writer);
+    if (r < 0) {
+        session_free(im, se);
+        return log_req(YUN_LOG_ERR, call->req, r, "cannot start the snapshot upload image=%s",
+                       img->id);
+    }
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    _cleanup_(image_freep) Yun__ImageRecord *cur = NULL;
+    r = yun_txn_begin(s->store, true, &txn);
+    if (r >= 0)
+        r = load_image(txn, se->id, &cur);
+    if (r >= 0 && strcmp(cur->status, ST_QUEUED) != 0)
+        r = sched_call_error(call, YUN_E_CONFLICT,
+                             "Image '%s' is %s; only a queued image accepts an upload.",
+                             cur->id, cur->status);
+    if (r >= 0) {
+        Yun__ImageRecord view = *cur;
+        view.status = (char *)ST_SAVING;
+        view.updated_us = yun_wall_us();
+        r = put_image(txn, &view);
+    }
+    if (r >= 0)
+        r = commit_audited(call, &txn, "image.upload", se->id, "The snapshot upload started.");
+    if (r < 0) {
+        session_free(im, se);
+        return r;
+    }
+    se->next = im->sessions;
+    im->sessions = se;
+    im->n_sessions++;
+    log_req(YUN_LOG_INFO, call->req, 0, "snapshot upload started image=%s", se->id);
+    *ret = se;
+    return 0;
+}
+
+int
+sched_image_snapshot_chunk(struct sched_call *call, const char *instance_id,
+                           const char *image_id, uint64_t offset, const void *data, size_t len,
+                           bool last)
+{
+    struct sched *s = call->s;
+    struct sched_images *im = s->images;
+    if (len > s->cfg.image_chunk_size)
+        return sched_call_error(call, YUN_E_TOOBIG,
+                                "The chunk of %zu bytes is above the limit of %u bytes.", len,
+                                s->cfg.image_chunk_size);
+    _cleanup_(image_freep) Yun__ImageRecord *img = NULL;
+    {
+        _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+        int r = yun_txn_begin(s->store, false, &txn);
+        if (r >= 0)
+            r = load_image(txn, image_id, &img);
+        if (r == -ENOENT)
+            return sched_call_error(call, YUN_E_NOIMAGE, "Image '%s' not found.", image_id);
+        if (r < 0)
+            return r;
+    }
+    if (strcmp(snapshot_prop(img, "image_type"), "snapshot") != 0 ||
+        strcmp(snapshot_prop(img, "instance_uuid"), instance_id) != 0)
+        return sched_call_error(call, YUN_E_DENIED,
+                                "Image '%s' is not a snapshot of server '%s'.", image_id,
+                                instance_id);
+    struct image_session *se = session_find(im, image_id);
+    if (se && se->dead)
+        return sched_call_error(call, YUN_E_CONFLICT,
+                                "The upload of image '%s' failed; create a new image.", se->id);
+    if (!se) {
+        if (strcmp(img->status, ST_QUEUED) != 0)
+            return sched_call_error(call, YUN_E_CONFLICT,
+                                    "Image '%s' is %s; only a queued image accepts an upload.",
+                                    img->id, img->status);
+        if (offset != 0)
+            return error_offset(call, img->id, offset, 0);
+        int r = snapshot_start(call, img, &se);
+        if (r < 0)
+            return r;
+    } else if (offset != se->received) {
+        return error_offset(call, se->id, offset, se->received);
+    }
+    if (se->received + len > max_image_bytes(s))
+        return session_kill(s, se, call, YUN_E_BADIMAGE,
+                            "Image '%s' was refused (%s): it is larger than the limit of %u "
+                            "GiB.", se->id, yun_imgfmt_reject_to_string(
+                                                YUN_IMGFMT_REJECT_TOO_LARGE),
+                            s->cfg.image_max_virtual_size_gb);
+    if (len) {
+        int r = yun_digest_update_start(se->digest, data, len);
+        int w = r < 0 ? 0 : im->store->ops->write(se->writer, se->received, data, len);
+        int f = r < 0 || w < 0 ? 0 : yun_imgfmt_feed(se->insp, data, len);
+        int h = yun_digest_update_wait(se->digest);
+        if (r < 0 || h < 0)
+            return session_kill(s, se, call, r < 0 ? r : h,
+                                "Cannot hash the bytes of image '%s'.", se->id);
+        if (w < 0)
+            return session_kill(s, se, call, w, "Cannot store the bytes of image '%s': %s.",
+                                se->id, yun_strerror(w));
+        if (f < 0)
+            return session_kill(s, se, call, f, "Cannot inspect the format of image '%s'.",
+                                se->id);
+        se->received += len;
+    }
+    se->last_ms = yun_now_ms();
+    if (last)
+        return upload_finish(call, se);
+    call->audited = true;
+    return reply_received(call, se->received, NULL);
+}
+
+int
+sched_image_snapshot_kill_txn(struct sched *s, struct yun_txn *txn, const char *image_id,
+                              int code, const char *reason)
+{
+    _cleanup_(image_freep) Yun__ImageRecord *img = NULL;
+    int r = load_image(txn, image_id, &img);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    if (strcmp(img->status, ST_QUEUED) != 0 && strcmp(img->status, ST_SAVING) != 0)
+        return 0;
+    Yun__ImageRecord view = *img;
+    view.status = (char *)ST_KILLED;
+    view.updated_us = yun_wall_us();
+    r = put_image(txn, &view);
+    if (r >= 0)
+        r = sched_audit_system(s, txn, "image.upload", image_id, code, reason);
+    return r;
+}
+
+int
+sched_image_snapshot_fail(struct sched *s, const char *image_id, int code, const char *reason)
+{
+    struct image_session *se = s->images ? session_find(s->images, image_id) : NULL;
+    if (se) {
+        if (se->dead)
+            return session_mark_killed(s, se, NULL);
+        return session_kill(s, se, NULL, code, "%s", reason);
+    }
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(s->store, true, &txn);
+    if (r >= 0)
+        r = sched_image_snapshot_kill_txn(s, txn, image_id, code, reason);
+    if (r >= 0)
+        r = yun_txn_commit(TAKE_PTR(txn));
+    if (r < 0)
+        return log_err_errno(r, "cannot mark a snapshot killed image=%s", image_id);
+    log_notice("snapshot image killed image=%s reason=\"%s\"", image_id, reason);
+    return 0;
+}
+
+int
+sched_image_snapshot_status(struct sched *s, const char *image_id, char *buf, size_t size)
+{
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    _cleanup_(image_freep) Yun__ImageRecord *img = NULL;
+    int r = yun_txn_begin(s->store, false, &txn);
+    if (r >= 0)
+        r = load_image(txn, image_id, &img);
+    if (r < 0)
+        return r;
+    snprintf(buf, size, "%s", img->status);
+    return 0;
+}

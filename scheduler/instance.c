@@ -26,6 +26,9 @@
  *   pause/unpause ACTIVE <-> PAUSED; suspend/resume ACTIVE <-> SUSPENDED;
  *   rebuild ACTIVE|SHUTOFF|ERROR -> REBUILD/rebuilding -> (accepted)
  *   rebuild_spawning -> ACTIVE (or ERROR); delete -> deleting -> DELETED.
+ *   snapshot ACTIVE|SHUTOFF -> image_snapshot (the image made queued in
+ *   the same transaction) -> the same status on snapshot_done; anything
+ *   else that ends the task kills the image (see "snapshots" below).
  *   Events the guest causes move states without a task: a guest that
  *   powers itself off becomes SHUTOFF; one that crashes SHUTOFF with a
  *   fault; one whose domain disappears ERROR ("vanished").
@@ -100,6 +103,12 @@ YUN_LOG_MODULE("sched.instance");
 #define T_REBUILDING "rebuilding"
 #define T_REBUILD_SPAWNING "rebuild_spawning"
 #define T_DELETING "deleting"
+#define T_IMAGE_SNAPSHOT "image_snapshot"
+
+/* A snapshot copies and uploads a whole disk: its task may run longer
+ * than an action's; an upload that stalls is reaped sooner by the image
+ * registry ([images] upload_idle_timeout_s), which ends the task too. */
+#define SNAPSHOT_TIMEOUT_S 3600
 
 #define PW_NOSTATE "nostate"
 #define PW_RUNNING "running"
@@ -117,7 +126,8 @@ static const char *const power_states[] = {
 };
 static const char *const events[] = {
     "spawned", "spawn_failed", "started", "stopped", "paused", "resumed", "suspended",
-    "rebooted", "deleted", "delete_failed", "crashed", "vanished", NULL,
+    "rebooted", "deleted", "delete_failed", "crashed", "vanished", "snapshot_done",
+    "snapshot_failed", NULL,
 };
 
 /* The actions of OP_SERVER_ACTION that go to the agent. */
@@ -161,6 +171,8 @@ actor_of(struct sched_call *call)
 }
 
 static const struct actor system_actor = { NULL, "scheduler", "", "" };
+
+static void snapshot_abandon(struct sched *s, const char *image_id, int code, const char *why);
 
 /* --- small helpers ------------------------------------------------------------------- */
 
@@ -1604,6 +1616,8 @@ task_end(Yun__InstanceRecord *i, int code, const char *message)
         if (r >= 0)
             r = action_finish(i, NULL, code, message);
     }
+    if (r >= 0 && *i->snapshot_image_id)
+        r = str_set(&i->snapshot_image_id, "");
     return r;
 }
 
@@ -1722,7 +1736,9 @@ apply_event(Yun__InstanceRecord *i, const char *ev, const char *power,
     if (r >= 0 && strcmp(to_status, ST_ACTIVE) == 0 && strcmp(ev, "crashed") != 0 &&
         strcmp(status, ST_ERROR) == 0)
         clear_fault(i);
-    if (r >= 0)
+    /* A snapshot goes on whatever the guest does meanwhile: only its own
+     * events end it. */
+    if (r >= 0 && strcmp(task, T_IMAGE_SNAPSHOT) != 0)
         r = task_end(i, 0, NULL);
     return r < 0 ? r : EFFECT_CHANGED;
 }
@@ -1745,10 +1761,15 @@ event_commit(struct sched *s, const char *id, const char *host_id, const char *e
     if (!is_live(i) || strcmp(i->host_id, host_id) != 0)
         return EFFECT_NONE;
     bool was_error = strcmp(i->status, ST_ERROR) == 0;
+    char snap[YUN_UUID_STR_SIZE];
+    snprintf(snap, sizeof snap, "%s", i->snapshot_image_id);
     int effect = apply_event(i, ev, power ? power : "", fault);
     if (effect <= EFFECT_NONE)
         return effect;
     r = 0;
+    /* A snapshot cut short by a delete or a vanished domain fails. */
+    if (*snap && strcmp(i->task_state, T_IMAGE_SNAPSHOT) != 0)
+        r = str_set(&i->snapshot_image_id, "");
     if (effect == EFFECT_DELETED) {
         r = release_claim_txn(txn, id, &claim);
         if (r >= 0 && *i->server_group)
@@ -1767,6 +1788,9 @@ event_commit(struct sched *s, const char *id, const char *host_id, const char *e
     if (r < 0)
         return r;
     release_claim_index(s, claim);
+    if (*snap && !*i->snapshot_image_id)
+        snapshot_abandon(s, snap, -ECANCELED, "The server's snapshot ended before its image "
+                         "was complete.");
     log_req(YUN_LOG_INFO, who->req, 0, "server event vm=%s event=%s status=%s power=%s", id, ev,
             i->status, i->power_state);
     if (effect == EFFECT_DELETED && i->n_networks)
@@ -1882,6 +1906,16 @@ server_delete(struct sched_call *call, const Yun__ServerRef *q)
         return r;
     if (!is_live(i))
         return error_not_found(call, q->server);
+    /* A snapshot in progress ends: its image is killed once this commits. */
+    char snap[YUN_UUID_STR_SIZE];
+    snprintf(snap, sizeof snap, "%s", i->snapshot_image_id);
+    if (*snap) {
+        r = action_finish(i, "snapshot", -ECANCELED, "The server was deleted.");
+        if (r >= 0)
+            r = str_set(&i->snapshot_image_id, "");
+        if (r < 0)
+            return r;
+    }
     r = action_start(i, "delete", &who);
     if (r < 0)
         return r;
@@ -1902,6 +1936,8 @@ server_delete(struct sched_call *call, const Yun__ServerRef *q)
         return r;
     release_claim_index(s, claim);
     push_if_deleted(s, i);
+    if (*snap)
+        snapshot_abandon(s, snap, -ECANCELED, "The server was deleted during its snapshot.");
     log_req(YUN_LOG_NOTICE, call->req, 0, "server delete vm=%s host=%s local=%s", i->id,
             i->host_id, local ? "yes" : "no");
     r = reply_inst(call, i);
@@ -2225,12 +2261,178 @@ sched_server_metadata(struct sched_call *call, const ProtobufCMessage *req)
     return sched_compute_audit_end(call, "server.metadata", q->server, server_metadata(call, q));
 }
 
-/* OP_SERVER_SNAPSHOT: not yet (it needs the agent to upload an image). */
+/* --- snapshots ----------------------------------------------------------------------- */
+
+/* Snapshots (Nova's createImage): the image is made at once (queued,
+ * owned by the server's project) and named in the instance's
+ * snapshot_image_id while its task image_snapshot runs; the agent copies
+ * the disk, uploads it (OP_SNAPSHOT_UPLOAD, see snapshot_upload) and
+ * reports snapshot_done or snapshot_failed. Whatever ends the task
+ * otherwise (the agent refusing, a delete, a timeout, a restart) kills
+ * the image: no snapshot stays queued or saving. */
+
+/* The snapshot 'image_id' will not complete: it becomes killed. */
+static void
+snapshot_abandon(struct sched *s, const char *image_id, int code, const char *why)
+{
+    if (*image_id)
+        (void)sched_image_snapshot_fail(s, image_id, code, why);
+}
+
+/* Ends the snapshot task of 'id' on 'host_id' as done ('code' 0) or
+ * failed with 'message' (then with a fault, and the image killed). Only
+ * the task for 'image_id' (empty: any). */
+static void
+snapshot_end(struct sched *s, const char *id, const char *host_id, const char *image_id,
+             int code, const char *message, const struct actor *who)
+{
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    _cleanup_(inst_freep) Yun__InstanceRecord *i = NULL;
+    int r = yun_txn_begin(s->store, true, &txn);
+    if (r >= 0)
+        r = load_inst(txn, id, &i);
+    if (r < 0 || !is_live(i) || strcmp(i->host_id, host_id) != 0 ||
+        strcmp(i->task_state, T_IMAGE_SNAPSHOT) != 0 ||
+        (*image_id && strcmp(i->snapshot_image_id, image_id) != 0))
+        return;
+    char snap[YUN_UUID_STR_SIZE];
+    snprintf(snap, sizeof snap, "%s", i->snapshot_image_id);
+    if (code)
+        r = set_fault(i, code, message, i->host_name);
+    if (r >= 0)
+        r = task_end(i, code, message);
+    if (r >= 0)
+        r = put_inst(txn, i);
+    if (r >= 0 && code)
+        r = audit_txn(s, txn, who, "server.snapshot", id, code, message);
+    if (r >= 0)
+        r = yun_txn_commit(TAKE_PTR(txn));
+    if (r < 0)
+        return (void)log_err_errno(r, "cannot end a snapshot vm=%s", id);
+    if (code)
+        snapshot_abandon(s, snap, code, message);
+    log_req(code ? YUN_LOG_NOTICE : YUN_LOG_INFO, who->req, code,
+            "server snapshot ended vm=%s image=%s", id, snap);
+}
+
+static void
+snapshot_sent(struct sched *s, const struct sched_agent_result *res, void *data)
+{
+    const struct agent_ctx *c = data;
+    if (!res->error)
+        return; /* accepted: its event ends it */
+    struct actor who = ctx_actor(c);
+    char msg[768];
+    snprintf(msg, sizeof msg, "The snapshot on host '%s' failed: %s", c->host_id,
+             *res->error_message ? res->error_message : yun_strerror(res->error));
+    snapshot_end(s, c->id, c->host_id, "", res->error, msg, &who);
+}
+
+/* Appends 'key'='value' to 'props' (borrowed strings) unless 'value' is empty. */
+static void
+prop_push(Yun__ImageProperty *store, Yun__ImageProperty **props, size_t *n, const char *key,
+          const char *value)
+{
+    if (!value || !*value)
+        return;
+    Yun__ImageProperty *p = &store[*n];
+    yun__image_property__init(p);
+    p->key = (char *)key;
+    p->value = (char *)value;
+    props[(*n)++] = p;
+}
+
+static int
+server_snapshot(struct sched_call *call, const Yun__ServerSnapshotRequest *q)
+{
+    struct sched *s = call->s;
+    if (!yun_text_is_valid(q->image_name, NAME_MAX_LEN))
+        return sched_call_error(call, YUN_E_INVALID,
+                                "Image name '%.64s' is not 1 to %d bytes of text without "
+                                "control characters.", q->image_name, NAME_MAX_LEN);
+    struct actor who = actor_of(call);
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    _cleanup_(inst_freep) Yun__InstanceRecord *i = NULL;
+    _cleanup_(image_freep) Yun__ImageRecord *img = NULL;
+    int r = yun_txn_begin(s->store, true, &txn);
+    if (r < 0)
+        return r;
+    r = inst_lookup(call, txn, q->server, &i);
+    if (r < 0)
+        return r;
+    if (!is_live(i))
+        return error_not_found(call, q->server);
+    if (*i->task_state)
+        return sched_call_error(call, YUN_E_CONFLICT,
+                                "Server '%s' is busy: task '%s' is in progress.", i->id,
+                                i->task_state);
+    if (strcmp(i->status, ST_ACTIVE) != 0 && strcmp(i->status, ST_SHUTOFF) != 0)
+        return sched_call_error(call, YUN_E_CONFLICT,
+                                "Server '%s' is %s; a snapshot needs a server that is ACTIVE "
+                                "or SHUTOFF.", i->id, i->status);
+    if (!*i->host_id)
+        return sched_call_error(call, YUN_E_CONFLICT,
+                                "Server '%s' has no host (it never started).", i->id);
+    if (!host_is_up(txn, i->host_id, NULL))
+        return sched_call_error(call, YUN_E_CONFLICT,
+                                "The host of server '%s' is down; try again when it is up.",
+                                i->id);
+
+    /* The snapshot boots as its server did: the same kernel, ramdisk and
+     * command line (the disk alone does not say how to boot it). */
+    Yun__ImageProperty store[8];
+    Yun__ImageProperty *props[8];
+    size_t n = 0;
+    const Yun__InstanceImage *b = i->image;
+    prop_push(store, props, &n, "image_type", "snapshot");
+    prop_push(store, props, &n, "instance_uuid", i->id);
+    prop_push(store, props, &n, "base_image_ref", i->image_id);
+    if (b) {
+        prop_push(store, props, &n, "kernel_id", b->kernel_id);
+        prop_push(store, props, &n, "ramdisk_id", b->ramdisk_id);
+        if (*b->kernel_id)
+            prop_push(store, props, &n, "os_command_line", b->kernel_cmdline);
+        prop_push(store, props, &n, "architecture", b->architecture);
+    }
+    r = sched_image_snapshot_new(call, txn, q->image_name, i->project, props, n,
+                                 i->flavor ? i->flavor->disk_gb : 0, &img);
+    if (r < 0)
+        return r;
+    r = str_set(&i->snapshot_image_id, img->id);
+    if (r >= 0)
+        r = set_state(i, NULL, T_IMAGE_SNAPSHOT, NULL);
+    if (r >= 0)
+        r = action_start(i, "snapshot", &who);
+    if (r >= 0)
+        r = put_inst(txn, i);
+    char detail[128];
+    snprintf(detail, sizeof detail, "Image '%s' is being made.", img->id);
+    if (r >= 0)
+        r = sched_compute_commit_audited(call, &txn, "server.snapshot", i->id, detail);
+    if (r < 0)
+        return r;
+    log_req(YUN_LOG_NOTICE, call->req, 0, "server snapshot vm=%s image=%s host=%s", i->id,
+            img->id, i->host_id);
+    Yun__ImageReply y = YUN__IMAGE_REPLY__INIT;
+    y.image = img;
+    r = sched_call_reply(call, &y.base);
+    Yun__AgentSnapshotRequest a = YUN__AGENT_SNAPSHOT_REQUEST__INIT;
+    a.instance_id = i->id;
+    a.image_id = img->id;
+    agent_send(s, YUN__OP__OP_AGENT_SNAPSHOT, &a.base, &yun__agent_ack__descriptor,
+               snapshot_sent, ctx_new(i, "snapshot", &who));
+    return r;
+}
+
+/* OP_SERVER_SNAPSHOT: the image of an ACTIVE or SHUTOFF server's root
+ * disk (Nova's createImage). Replies ImageReply with the new image,
+ * queued; the server's task is image_snapshot until the agent's
+ * snapshot_done (the image is active) or snapshot_failed (killed). */
 int
 sched_server_snapshot(struct sched_call *call, const ProtobufCMessage *req)
 {
-    return sched_call_error(call, -EOPNOTSUPP,
-                            "Server snapshots are not implemented yet.");
+    const Yun__ServerSnapshotRequest *q = (const Yun__ServerSnapshotRequest *)req;
+    return sched_compute_audit_end(call, "server.snapshot", q->server, server_snapshot(call, q));
 }
 
 /* --- console ------------------------------------------------------------------------- */
@@ -2367,6 +2569,96 @@ agent_host(struct sched_call *call, struct yun_txn *txn, char id[HOST_ID_MAX + 1
     return 0;
 }
 
+/* snapshot_done or snapshot_failed of 'q->instance_id' on 'host': done
+ * only when its image did become active. */
+static void
+snapshot_event(struct sched *s, const Yun__InstanceEvent *q, const char *host,
+               const struct actor *who)
+{
+    char snap[YUN_UUID_STR_SIZE] = "";
+    {
+        _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+        _cleanup_(inst_freep) Yun__InstanceRecord *i = NULL;
+        int r = yun_txn_begin(s->store, false, &txn);
+        if (r >= 0)
+            r = load_inst(txn, q->instance_id, &i);
+        if (r < 0 || strcmp(i->task_state, T_IMAGE_SNAPSHOT) != 0)
+            return;
+        snprintf(snap, sizeof snap, "%s", i->snapshot_image_id);
+    }
+    char msg[768];
+    int code = 0;
+    if (strcmp(q->event, "snapshot_done") == 0) {
+        char status[32] = "gone";
+        int r = sched_image_snapshot_status(s, snap, status, sizeof status);
+        if (r < 0 || strcmp(status, "active") != 0) {
+            code = r < 0 && r != -ENOENT ? r : -EIO;
+            snprintf(msg, sizeof msg, "The snapshot on host '%s' ended but image '%s' is %s.",
+                     host, snap, status);
+        } else {
+            snprintf(msg, sizeof msg, "Image '%s' is active.", snap);
+        }
+    } else {
+        code = q->fault && q->fault->code ? q->fault->code : -EIO;
+        snprintf(msg, sizeof msg, "The snapshot on host '%s' failed: %s", host,
+                 q->fault && *q->fault->message ? q->fault->message
+                                                : "the agent gave no reason.");
+    }
+    snapshot_end(s, q->instance_id, host, snap, code, msg, who);
+}
+
+/* OP_SNAPSHOT_UPLOAD: a chunk of a snapshot, from the agent of the
+ * server's host only, and only while that server's image_snapshot task
+ * for that image runs; the bytes go to image.c as an upload's. */
+static int
+snapshot_upload(struct sched_call *call, const Yun__SnapshotUploadRequest *q)
+{
+    struct sched *s = call->s;
+    if (!yun_uuid_is_valid(q->instance_id) || !yun_uuid_is_valid(q->image_id))
+        return sched_call_error(call, YUN_E_INVALID,
+                                "Instance id '%.64s' or image id '%.64s' is not a UUID.",
+                                q->instance_id, q->image_id);
+    {
+        char host[HOST_ID_MAX + 1];
+        _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+        _cleanup_(inst_freep) Yun__InstanceRecord *i = NULL;
+        int r = yun_txn_begin(s->store, false, &txn);
+        if (r >= 0)
+            r = agent_host(call, txn, host);
+        if (r < 0)
+            return r;
+        r = load_inst(txn, q->instance_id, &i);
+        if (r < 0 && r != -ENOENT)
+            return r;
+        if (r == -ENOENT || !is_live(i) || strcmp(i->host_id, host) != 0)
+            return sched_call_error(call, YUN_E_DENIED,
+                                    "Agent '%s' may not upload a snapshot of server '%s': it is "
+                                    "not on its host.", call->peer->key_id, q->instance_id);
+        if (strcmp(i->task_state, T_IMAGE_SNAPSHOT) != 0 ||
+            strcmp(i->snapshot_image_id, q->image_id) != 0)
+            return sched_call_error(call, YUN_E_CONFLICT,
+                                    "Server '%s' is not taking snapshot '%s'.", q->instance_id,
+                                    q->image_id);
+    }
+    return sched_image_snapshot_chunk(call, q->instance_id, q->image_id, q->offset,
+                                      q->data.data, q->data.len, q->last);
+}
+
+int
+sched_snapshot_upload(struct sched_call *call, const ProtobufCMessage *req)
+{
+    const Yun__SnapshotUploadRequest *q = (const Yun__SnapshotUploadRequest *)req;
+    int r = snapshot_upload(call, q);
+    if (!call->audited) {
+        int code = call->error ? call->error : r < 0 ? r : 0;
+        if (code)
+            sched_audit(call, "snapshot.upload", q->image_id, code,
+                        call->error_message ? call->error_message : yun_strerror(code));
+        call->audited = true;
+    }
+    return r;
+}
+
 static int
 instance_event(struct sched_call *call, const Yun__InstanceEvent *q)
 {
@@ -2414,7 +2706,9 @@ instance_event(struct sched_call *call, const Yun__InstanceEvent *q)
         call->audited = true;
         return sched_call_reply(call, &y.base);
     }
-    if (strcmp(q->event, "spawn_failed") == 0) {
+    if (strcmp(q->event, "snapshot_done") == 0 || strcmp(q->event, "snapshot_failed") == 0) {
+        snapshot_event(s, q, host, &who);
+    } else if (strcmp(q->event, "spawn_failed") == 0) {
         int code = q->fault && q->fault->code ? q->fault->code : -EIO;
         const char *msg = q->fault && *q->fault->message ? q->fault->message
                                                          : "the agent gave no reason.";
@@ -2530,6 +2824,16 @@ sync_one(struct sched *s, struct yun_txn *txn, Yun__InstanceRecord *i,
     char msg[512];
     int r = 0;
     *ret_changed = *ret_delete = *ret_failed = false;
+    /* The agent restarted: a snapshot it was making is gone with it. */
+    if (*i->snapshot_image_id) {
+        r = sched_image_snapshot_kill_txn(s, txn, i->snapshot_image_id, -ECANCELED,
+                                          "The agent restarted during the server's snapshot.");
+        if (r >= 0)
+            r = str_set(&i->snapshot_image_id, "");
+        if (r < 0)
+            return r;
+        *ret_changed = true;
+    }
     if (strcmp(i->task_state, T_DELETING) == 0) {
         *ret_delete = st != NULL;
         *ret_changed = true;
@@ -3303,6 +3607,10 @@ compute_recover(struct sched *s)
                 reclaimed++;
             }
         }
+        if (r >= 0 && *i->snapshot_image_id)
+            r = sched_image_snapshot_kill_txn(s, txn, i->snapshot_image_id, -ECANCELED,
+                                              "The scheduler restarted during the server's "
+                                              "snapshot.");
         if (r >= 0 && *i->task_state && !task_awaits_agent(i->task_state)) {
             r = task_end(i, -ECANCELED, "The scheduler restarted before the agent answered; "
                                         "the state is what its events say.");
@@ -3423,7 +3731,7 @@ compute_resend(struct sched *s)
         log_notice("requests sent again after a restart count=%zu", sent);
 }
 
-enum sweep_kind { SWEEP_SPAWN, SWEEP_TASK, SWEEP_PURGE };
+enum sweep_kind { SWEEP_SPAWN, SWEEP_TASK, SWEEP_PURGE, SWEEP_SNAPSHOT };
 
 struct sweep_item {
     enum sweep_kind kind;
@@ -3431,6 +3739,7 @@ struct sweep_item {
     char host[HOST_ID_MAX + 1];
     uint32_t attempts;
     char task[32];
+    char image[YUN_UUID_STR_SIZE];  /* SWEEP_SNAPSHOT: the snapshot's image */
 };
 
 struct sweep {
@@ -3462,9 +3771,13 @@ sweep_scan(const void *key, size_t key_size, const void *val, size_t val_size, v
             return 0;
         kind = SWEEP_SPAWN;
     } else if (*i->task_state) {
-        if (age <= (uint64_t)cfg->compute_action_timeout_s * 1000000u)
+        bool snap = strcmp(i->task_state, T_IMAGE_SNAPSHOT) == 0;
+        uint64_t limit_s = snap ? SNAPSHOT_TIMEOUT_S : cfg->compute_action_timeout_s;
+        if (age <= limit_s * 1000000u && !snap)
             return 0;
-        kind = SWEEP_TASK;
+        /* A snapshot whose image died (its upload stalled and was
+         * reaped) ends before its timeout. */
+        kind = age <= limit_s * 1000000u ? SWEEP_SNAPSHOT : SWEEP_TASK;
     } else {
         return 0;
     }
@@ -3482,6 +3795,7 @@ sweep_scan(const void *key, size_t key_size, const void *val, size_t val_size, v
     snprintf(it->host, sizeof it->host, "%s", i->host_id);
     it->attempts = i->attempts;
     snprintf(it->task, sizeof it->task, "%s", i->task_state);
+    snprintf(it->image, sizeof it->image, "%s", i->snapshot_image_id);
     return 0;
 }
 
@@ -3498,13 +3812,16 @@ sweep_task(struct sched *s, const struct sweep_item *it)
     if (r < 0 || !is_live(i) || strcmp(i->task_state, it->task) != 0)
         return;
     char msg[256];
+    char snap[YUN_UUID_STR_SIZE];
+    snprintf(snap, sizeof snap, "%s", i->snapshot_image_id);
     if (strcmp(it->task, T_DELETING) == 0) {
         snprintf(msg, sizeof msg, "Deleted here: the agent did not confirm within %u s; its "
                  "start-up sync removes what is left.", s->cfg.compute_action_timeout_s);
         r = local_delete(s, txn, i, msg, &claim);
     } else {
         snprintf(msg, sizeof msg, "Task '%s' timed out: no event from host '%s' within %u s.",
-                 it->task, i->host_name, s->cfg.compute_action_timeout_s);
+                 it->task, i->host_name, *snap ? SNAPSHOT_TIMEOUT_S
+                                               : s->cfg.compute_action_timeout_s);
         r = set_fault(i, -ETIMEDOUT, msg, i->host_name);
         if (r >= 0)
             r = task_end(i, -ETIMEDOUT, msg);
@@ -3519,6 +3836,8 @@ sweep_task(struct sched *s, const struct sweep_item *it)
         return (void)log_err_errno(r, "cannot end a timed-out task vm=%s", it->id);
     release_claim_index(s, claim);
     push_if_deleted(s, i);
+    if (*snap)
+        snapshot_abandon(s, snap, -ETIMEDOUT, msg);
     log_warn("task timed out vm=%s task=%s", it->id, it->task);
 }
 
@@ -3563,6 +3882,21 @@ sched_compute_sweep(struct sched *s, uint64_t now_us)
                      s->cfg.compute_spawn_timeout_s);
             spawn_failed(s, it->id, it->host, it->attempts, -ETIMEDOUT, msg, &system_actor,
                          true);
+        } else if (it->kind == SWEEP_SNAPSHOT) {
+            char status[32] = "gone";
+            int r = *it->image ? sched_image_snapshot_status(s, it->image, status, sizeof status)
+                               : -ENOENT;
+            if ((r < 0 && r != -ENOENT) || strcmp(status, "queued") == 0 ||
+                strcmp(status, "saving") == 0)
+                continue;
+            char msg[256];
+            if (strcmp(status, "active") == 0)
+                snprintf(msg, sizeof msg, "Image '%s' is active.", it->image);
+            else
+                snprintf(msg, sizeof msg, "The snapshot's image '%s' is %s: its upload "
+                         "stopped.", it->image, status);
+            snapshot_end(s, it->id, it->host, it->image, strcmp(status, "active") == 0 ? 0 : -EIO,
+                         msg, &system_actor);
         } else if (it->kind == SWEEP_TASK) {
             sweep_task(s, it);
         } else {

@@ -9,9 +9,11 @@
 #   pause/unpause, suspend/resume (managed save) -> stop (ACPI, SHUTOFF
 #   without a forced power-off) -> start (ACTIVE, boots again) -> a reboot
 #   from inside the guest (SysRq b) never shows as stopped -> a soft reboot
-#   -> the agent SIGKILLed and restarted (the guest runs on, the agent
-#   takes it back) -> the guest powers itself off (ACPI from outside yun): SHUTOFF with
-#   nobody asking -> delete: no domain, volume or file of it is left, the
+#   -> a snapshot of the running guest (`yun server image create --wait`:
+#   an active qcow2 without backing file that names the same kernel and
+#   ramdisk) boots a second guest -> the agent SIGKILLed and restarted (the
+#   guest runs on, the agent takes it back) -> the guest powers itself off
+#   (ACPI from outside yun): SHUTOFF with nobody asking -> delete: no domain, volume or file of it is left, the
 #   images stay cached unused.
 # (No `cmd | grep -q` here: with pipefail, the writer's SIGPIPE fails it.)
 # Prints the agent's create-to-running time and the overlay's creation
@@ -45,13 +47,17 @@ if id libvirt-qemu >/dev/null 2>&1 && ! runuser -u libvirt-qemu -- test -x "$T";
 fi
 
 SERVER_ID=""
+SERVER2_ID=""
+CACHED_IMAGES=3
 guest_cleanup() {
-    local rc=$?
+    local rc=$? id
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-    if [ -n "$SERVER_ID" ] && virsh -c "$URI" domstate "yun-$SERVER_ID" >/dev/null 2>&1; then
-        virsh -c "$URI" destroy "yun-$SERVER_ID" >/dev/null 2>&1 || true
-        virsh -c "$URI" undefine --managed-save --nvram "yun-$SERVER_ID" >/dev/null 2>&1 || true
-    fi
+    for id in "$SERVER_ID" "$SERVER2_ID"; do
+        if [ -n "$id" ] && virsh -c "$URI" domstate "yun-$id" >/dev/null 2>&1; then
+            virsh -c "$URI" destroy "yun-$id" >/dev/null 2>&1 || true
+            virsh -c "$URI" undefine --managed-save --nvram "yun-$id" >/dev/null 2>&1 || true
+        fi
+    done
     virsh -c "$URI" pool-destroy "$POOL" >/dev/null 2>&1 || true
     virsh -c "$URI" pool-undefine "$POOL" >/dev/null 2>&1 || true
     case $STATE in /var/lib/libvirt/images/yun-test-instance.*) rm -rf "$STATE" ;; esac
@@ -170,6 +176,41 @@ wait_for "$BOOT_TIMEOUT" console_has_n "yun-guest: booted kernel" $((boots + 1))
 wait_for 60 console_has_n "yun-guest: ready" $((boots + 1)) || fail "not ready after reboot"
 pass "soft reboot (ACPI) -> ACTIVE, the guest booted again"
 
+# --- A snapshot of the running guest boots a second guest. -------------------------
+boots=$(console_count "yun-guest: booted kernel")
+yun server image create vm1 --name vm1-snap --wait -f json >"$T/snap.json" ||
+    fail "the snapshot failed: $(cat "$T/snap.json")"
+jq -e --arg k "$kernel" --arg r "$ramdisk" --arg d "$disk" --arg vm "$SERVER_ID" \
+    '.status == "active" and .disk_format == "qcow2" and .detected_format == "qcow2"
+     and .properties.image_type == "snapshot" and .properties.instance_uuid == $vm
+     and .properties.base_image_ref == $d and .properties.kernel_id == $k
+     and .properties.ramdisk_id == $r' "$T/snap.json" >/dev/null ||
+    fail "not the expected snapshot: $(cat "$T/snap.json")"
+status_is ACTIVE || fail "vm1 is not ACTIVE after its snapshot"
+[ -z "$(yun server show vm1 -f value -c task_state)" ] || fail "the snapshot's task is still set"
+[ "$(yun server show vm1 -f value -c power_state)" = running ] || fail "vm1 was not resumed"
+[ "$(console_count "yun-guest: booted kernel")" = "$boots" ] || fail "the snapshot restarted vm1"
+[ -z "$(ls -A "$STATE/snapshots")" ] ||
+    fail "the snapshot's copy was left: $(ls "$STATE/snapshots")"
+yun image download vm1-snap --file "$T/snap.qcow2" >/dev/null || fail "download"
+qemu-img info -f qcow2 --output=json "$T/snap.qcow2" >"$T/snap-info.json"
+jq -e '.format == "qcow2" and (has("backing-filename") | not)' "$T/snap-info.json" \
+    >/dev/null || fail "not a qcow2 without backing file: $(cat "$T/snap-info.json")"
+qemu-img check -q -f qcow2 "$T/snap.qcow2" || fail "qemu-img check refuses the snapshot"
+pass "snapshot of the running guest: an active qcow2 without backing file, same kernel and ramdisk"
+
+console2_has() { yun server console vm2 --lines 2000 2>/dev/null | grep -c "$1" >/dev/null; }
+yun server create vm2 --image vm1-snap --flavor m1.nano --wait >/dev/null ||
+    fail "no server boots from the snapshot: $(yun server show vm2 -f json 2>&1 | jq -c .fault)"
+SERVER2_ID=$(yun server show vm2 -f value -c id)
+wait_for "$BOOT_TIMEOUT" console2_has "yun-guest: booted kernel" ||
+    fail "the snapshot's guest never booted: $(yun server console vm2 --lines 20)"
+wait_for 60 console2_has "yun-guest: ready" || fail "the snapshot's guest never got ready"
+yun server delete vm2 --wait >/dev/null || fail "deleting vm2 failed"
+wait_for 30 sh -c "! virsh -c $URI domstate yun-$SERVER2_ID" || fail "vm2's domain is still defined"
+CACHED_IMAGES=4
+pass "a second guest boots from the snapshot (console), and is deleted"
+
 # --- The agent SIGKILLed and started again: the guest runs on, untouched. ------------
 boots=$(console_count "yun-guest: booted kernel")
 kill -KILL "$AGENT_PID"
@@ -203,7 +244,9 @@ domains_after=$(yun_domains)
 [ "$(instance_files)" = "$files_before" ] || fail "files left: $(instance_files)"
 yun server list -f json | jq -e 'length == 0' >/dev/null || fail "the server is still listed"
 images_unused() {
-    [ "$(yun host show node1 -f json | jq '[.cached_images[] | select(.users == 0)] | length')" = 3 ]
+    local unused
+    unused=$(yun host show node1 -f json | jq '[.cached_images[] | select(.users == 0)] | length')
+    [ "$unused" = "$CACHED_IMAGES" ]
 }
 # The host shows the cache as its last heartbeat reported it.
 wait_for 10 images_unused ||

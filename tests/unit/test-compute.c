@@ -27,6 +27,7 @@
 #include "compute.h"
 #include "network.h"
 #include "err.h"
+#include "loop.h"
 #include "placement.h"
 #include "rpc.h"
 #include "scheduler.h"
@@ -142,6 +143,8 @@ request_desc(Yun__Op op)
         return &yun__agent_console_request__descriptor;
     case YUN__OP__OP_AGENT_NETWORK_STATE:
         return &yun__host_network_state__descriptor;
+    case YUN__OP__OP_AGENT_SNAPSHOT:
+        return &yun__agent_snapshot_request__descriptor;
     default:
         return &yun__agent_list_request__descriptor;
     }
@@ -174,6 +177,8 @@ captured_instance(const struct captured *c)
         return ((Yun__AgentActionRequest *)c->msg)->instance_id;
     case YUN__OP__OP_AGENT_CONSOLE:
         return ((Yun__AgentConsoleRequest *)c->msg)->instance_id;
+    case YUN__OP__OP_AGENT_SNAPSHOT:
+        return ((Yun__AgentSnapshotRequest *)c->msg)->instance_id;
     default:
         return "";
     }
@@ -1807,6 +1812,370 @@ test_restart_recovery(void **state)
     free(id);
 }
 
+
+/* --- snapshots ----------------------------------------------------------------------- */
+
+static int
+snapshot(struct fixture *fx, const struct who *w, const char *server, const char *name,
+         Yun__ImageRecord **ret, char **ret_msg)
+{
+    Yun__ServerSnapshotRequest q = YUN__SERVER_SNAPSHOT_REQUEST__INIT;
+    q.server = (char *)server;
+    q.image_name = (char *)name;
+    Yun__ImageReply *y = NULL;
+    int r = run(fx, w, sched_server_snapshot, &q, &yun__image_reply__descriptor, &y, ret_msg);
+    if (ret && y) {
+        *ret = y->image;
+        y->image = NULL;
+    } else if (ret) {
+        *ret = NULL;
+    }
+    free_msg(y);
+    return r;
+}
+
+static int
+snap_chunk(struct fixture *fx, const struct who *agent, const char *server, const char *image,
+           uint64_t offset, const void *data, size_t size, bool last, char **ret_msg)
+{
+    Yun__SnapshotUploadRequest q = YUN__SNAPSHOT_UPLOAD_REQUEST__INIT;
+    q.instance_id = (char *)server;
+    q.image_id = (char *)image;
+    q.offset = offset;
+    q.data.data = (uint8_t *)data;
+    q.data.len = size;
+    q.last = last;
+    Yun__ImageUploadReply *y = NULL;
+    int r = run(fx, agent, sched_snapshot_upload, &q, &yun__image_upload_reply__descriptor, &y,
+                ret_msg);
+    free_msg(y);
+    return r;
+}
+
+static Yun__ImageRecord *
+image_show(struct fixture *fx, const struct who *w, const char *id)
+{
+    Yun__ImageRef q = YUN__IMAGE_REF__INIT;
+    q.image = (char *)id;
+    Yun__ImageReply *y = NULL;
+    assert_int_equal(run(fx, w, sched_image_show, &q, &yun__image_reply__descriptor, &y, NULL),
+                     0);
+    Yun__ImageRecord *img = y->image;
+    y->image = NULL;
+    free_msg(y);
+    return img;
+}
+
+static const char *
+prop_of(const Yun__ImageRecord *img, const char *key)
+{
+    for (size_t k = 0; k < img->n_properties; k++)
+        if (strcmp(img->properties[k]->key, key) == 0)
+            return img->properties[k]->value;
+    return NULL;
+}
+
+static void
+assert_image_status(struct fixture *fx, const char *id, const char *status)
+{
+    Yun__ImageRecord *img = image_show(fx, &ADMIN, id);
+    if (strcmp(img->status, status) != 0)
+        fail_msg("image %s is %s, not %s", id, img->status, status);
+    free_msg(img);
+}
+
+/* The last action of 'id' is 'action' with 'result'. */
+static void
+assert_last_action(struct fixture *fx, const char *id, const char *action, const char *result)
+{
+    Yun__InstanceRecord *i = show(fx, &ADMIN, id, 0);
+    assert_true(i->n_actions > 0);
+    const Yun__InstanceAction *a = NULL;
+    for (size_t k = i->n_actions; k-- > 0 && !a;)
+        if (strcmp(i->actions[k]->action, action) == 0)
+            a = i->actions[k];
+    assert_non_null(a);
+    assert_string_equal(a->result, result);
+    free_msg(i);
+}
+
+/* A snapshot of an ACTIVE server: state checks, the image made at once
+ * (queued, the server's project's, with the boot properties), the task,
+ * the agent's command; the upload from the agent of its host only; done
+ * when the image is active. */
+static void
+test_snapshot(void **state)
+{
+    struct fixture *fx = *state;
+    char *kernel = make_image(fx, &P1, "vmlinuz", 4096, false, 0, NULL);
+    char *ramdisk = make_image(fx, &P1, "initrd", 4096, false, 0, NULL);
+    char kprop[80], rprop[80];
+    snprintf(kprop, sizeof kprop, "kernel_id=%s", kernel);
+    snprintf(rprop, sizeof rprop, "ramdisk_id=%s", ramdisk);
+    const char *const props[] = { kprop, rprop, "os_command_line=console=ttyS0 quiet",
+                                  "architecture=x86_64", NULL };
+    char *base = make_image(fx, &P1, "disk", 65536, false, 0, props);
+    Yun__ServerCreateReply *cy = NULL;
+    struct create_opts o = { .image = base };
+    assert_int_equal(create_ex(fx, &P1, "snapme", &o, &cy, NULL), 0);
+    char *id = strdup(cy->servers[0]->id);
+    free_msg(cy);
+    struct captured *c = pending(fx, YUN__OP__OP_AGENT_SPAWN, id);
+    const struct who *agent = agent_of(fx, c->host);
+    const struct who *other = agent == &AGENT_A ? &AGENT_B : &AGENT_A;
+    answer(fx, c, 0, NULL);
+    char *msg = NULL;
+
+    /* Not while building; not for another project; a name is needed. */
+    assert_int_equal(snapshot(fx, &P1, id, "s0", NULL, &msg), YUN_E_CONFLICT);
+    assert_contains(msg, "spawning");
+    free(msg);
+    assert_int_equal(event_as(fx, agent, id, "spawned", NULL), 0);
+    act_and_event(fx, id, "pause", false, "pausing", "paused", "PAUSED");
+    assert_int_equal(snapshot(fx, &P1, id, "s0", NULL, &msg), YUN_E_CONFLICT);
+    assert_contains(msg, "is PAUSED; a snapshot needs a server that is ACTIVE or SHUTOFF");
+    free(msg);
+    act_and_event(fx, id, "unpause", false, "unpausing", "resumed", "ACTIVE");
+    assert_int_equal(snapshot(fx, &P2, id, "s0", NULL, &msg), -ENOENT);
+    free(msg);
+    assert_int_equal(snapshot(fx, &P1, id, "", NULL, &msg), YUN_E_INVALID);
+    free(msg);
+    assert_int_equal(count_pending(fx, YUN__OP__OP_AGENT_SNAPSHOT), 0);
+
+    Yun__ImageRecord *img = NULL;
+    assert_int_equal(snapshot(fx, &P1, "snapme", "snap1", &img, NULL), 0);
+    assert_string_equal(img->status, "queued");
+    assert_string_equal(img->owner, "p1");
+    assert_string_equal(img->visibility, "private");
+    assert_string_equal(img->disk_format, "qcow2");
+    assert_string_equal(img->container_format, "bare");
+    assert_string_equal(prop_of(img, "image_type"), "snapshot");
+    assert_string_equal(prop_of(img, "instance_uuid"), id);
+    assert_string_equal(prop_of(img, "base_image_ref"), base);
+    assert_string_equal(prop_of(img, "kernel_id"), kernel);
+    assert_string_equal(prop_of(img, "ramdisk_id"), ramdisk);
+    assert_string_equal(prop_of(img, "os_command_line"), "console=ttyS0 quiet");
+    assert_string_equal(prop_of(img, "architecture"), "x86_64");
+    char *snap = strdup(img->id);
+    free_msg(img);
+    assert_state(fx, id, "ACTIVE", "image_snapshot");
+    /* Busy meanwhile. */
+    assert_int_equal(snapshot(fx, &P1, id, "snap2", NULL, &msg), YUN_E_CONFLICT);
+    assert_contains(msg, "busy");
+    free(msg);
+    assert_int_equal(action(fx, &P1, id, "stop", false, &msg), YUN_E_CONFLICT);
+    free(msg);
+    c = pending(fx, YUN__OP__OP_AGENT_SNAPSHOT, id);
+    assert_non_null(c);
+    assert_string_equal(((Yun__AgentSnapshotRequest *)c->msg)->image_id, snap);
+    answer(fx, c, 0, NULL);
+
+    /* Another host's agent may not upload it; another image may not be
+     * filled through this server. */
+    uint8_t bytes[4096] = { 0 };
+    assert_int_equal(snap_chunk(fx, other, id, snap, 0, bytes, sizeof bytes, false, &msg),
+                     YUN_E_DENIED);
+    assert_contains(msg, "not on its host");
+    free(msg);
+    assert_int_equal(snap_chunk(fx, agent, id, fx->image, 0, bytes, sizeof bytes, false, &msg),
+                     YUN_E_CONFLICT);
+    free(msg);
+    assert_image_status(fx, snap, "queued");
+    /* Power events meanwhile do not end the task. */
+    assert_int_equal(event_as(fx, agent, id, "paused", NULL), 0);
+    assert_int_equal(event_as(fx, agent, id, "resumed", NULL), 0);
+    assert_state(fx, id, "ACTIVE", "image_snapshot");
+
+    if (system("qemu-img --version >/dev/null 2>&1") == 0) {
+        char path[1200], cmd[4096];
+        snprintf(path, sizeof path, "%s/snap.qcow2", fx->dir);
+        snprintf(cmd, sizeof cmd, "qemu-img create -q -f qcow2 '%s' 64M", path);
+        assert_int_equal(system(cmd), 0);
+        char *buf = NULL;
+        size_t n = 0;
+        assert_int_equal(yun_read_file(path, 1 << 24, &buf, &n), 0);
+        size_t half = n / 2;
+        assert_int_equal(snap_chunk(fx, agent, id, snap, 0, buf, half, false, NULL), 0);
+        assert_image_status(fx, snap, "saving");
+        /* A chunk at the wrong offset does not end it. */
+        assert_int_equal(snap_chunk(fx, agent, id, snap, 0, buf, half, false, &msg),
+                         YUN_E_CONFLICT);
+        free(msg);
+        assert_int_equal(snap_chunk(fx, agent, id, snap, half, buf + half, n - half, true,
+                                    NULL), 0);
+        free(buf);
+        Yun__ImageRecord *done = image_show(fx, &P1, snap);
+        assert_string_equal(done->status, "active");
+        assert_string_equal(done->detected_format, "qcow2");
+        assert_int_equal(done->virtual_size, 64u << 20);
+        assert_int_equal(strlen(done->os_hash_value), 128);
+        assert_int_equal(strlen(done->checksum), 32);
+        free_msg(done);
+        assert_int_equal(event_as(fx, agent, id, "snapshot_done", NULL), 0);
+        assert_state(fx, id, "ACTIVE", "");
+        assert_last_action(fx, id, "snapshot", "ok");
+        Yun__InstanceRecord *i = show(fx, &P1, id, 0);
+        assert_null(i->fault);
+        assert_string_equal(i->snapshot_image_id, "");
+        free_msg(i);
+        /* The snapshot boots. */
+        char *again = NULL;
+        struct create_opts o2 = { .image = "snap1" };
+        Yun__ServerCreateReply *y2 = NULL;
+        assert_int_equal(create_ex(fx, &P1, "fromsnap", &o2, &y2, NULL), 0);
+        again = strdup(y2->servers[0]->id);
+        free_msg(y2);
+        c = pending(fx, YUN__OP__OP_AGENT_SPAWN, again);
+        assert_non_null(c);
+        const Yun__AgentSpawnRequest *sq = (const Yun__AgentSpawnRequest *)c->msg;
+        assert_string_equal(sq->image_id, snap);
+        assert_string_equal(sq->image_disk_format, "qcow2");
+        assert_string_equal(sq->kernel_id, kernel);
+        assert_string_equal(sq->ramdisk_id, ramdisk);
+        assert_string_equal(sq->kernel_cmdline, "console=ttyS0 quiet");
+        free(again);
+    } else {
+        /* Without qemu-img: the agent says it failed. */
+        assert_int_equal(event_as(fx, agent, id, "snapshot_failed", "no qemu-img"), 0);
+        assert_image_status(fx, snap, "killed");
+    }
+    free(snap);
+    free(kernel);
+    free(ramdisk);
+    free(base);
+    free(id);
+}
+
+/* Every way a snapshot can fail kills its image and ends the task with a
+ * fault: the agent refusing, its snapshot_failed, an upload the inspector
+ * refuses, a delete, a timeout, a restart. A SHUTOFF server may be
+ * snapshotted too. */
+static void
+test_snapshot_failures(void **state)
+{
+    struct fixture *fx = *state;
+    char *id = create_active(fx, &P1, "vm");
+    char host[64];
+    host_of(fx, id, host, sizeof host);
+    const struct who *agent = agent_of(fx, host);
+    Yun__ImageRecord *img = NULL;
+    char *msg = NULL;
+
+    /* The agent refuses. */
+    assert_int_equal(snapshot(fx, &P1, id, "s1", &img, NULL), 0);
+    answer(fx, pending(fx, YUN__OP__OP_AGENT_SNAPSHOT, id), -EIO, "no disk here.");
+    assert_state(fx, id, "ACTIVE", "");
+    assert_image_status(fx, img->id, "killed");
+    assert_last_action(fx, id, "snapshot", yun_errname(-EIO));
+    Yun__InstanceRecord *i = show(fx, &P1, id, 0);
+    assert_contains(i->fault->message, "no disk here.");
+    free_msg(i);
+    free_msg(img);
+
+    /* From SHUTOFF; the agent reports a failure after an upload began. */
+    act_and_event(fx, id, "stop", false, "powering-off", "stopped", "SHUTOFF");
+    assert_int_equal(snapshot(fx, &P1, id, "s2", &img, NULL), 0);
+    answer(fx, pending(fx, YUN__OP__OP_AGENT_SNAPSHOT, id), 0, NULL);
+    uint8_t bytes[4096] = { 0 };
+    assert_int_equal(snap_chunk(fx, agent, id, img->id, 0, bytes, sizeof bytes, false, NULL),
+                     0);
+    assert_image_status(fx, img->id, "saving");
+    assert_int_equal(event_as(fx, agent, id, "snapshot_failed", "qemu-img failed"), 0);
+    assert_state(fx, id, "SHUTOFF", "");
+    assert_image_status(fx, img->id, "killed");
+    /* Chunks after that are refused. */
+    assert_int_equal(snap_chunk(fx, agent, id, img->id, 4096, bytes, sizeof bytes, true, &msg),
+                     YUN_E_CONFLICT);
+    free(msg);
+    free_msg(img);
+
+    /* Bytes that are not a qcow2: the inspector refuses them, the image
+     * is killed, and snapshot_done then ends the task with a fault. */
+    assert_int_equal(snapshot(fx, &P1, id, "s3", &img, NULL), 0);
+    answer(fx, pending(fx, YUN__OP__OP_AGENT_SNAPSHOT, id), 0, NULL);
+    assert_int_equal(snap_chunk(fx, agent, id, img->id, 0, bytes, sizeof bytes, true, &msg),
+                     YUN_E_BADIMAGE);
+    assert_contains(msg, "format-mismatch");
+    free(msg);
+    assert_image_status(fx, img->id, "killed");
+    assert_int_equal(event_as(fx, agent, id, "snapshot_done", NULL), 0);
+    assert_state(fx, id, "SHUTOFF", "");
+    i = show(fx, &P1, id, 0);
+    assert_contains(i->fault->message, "killed");
+    free_msg(i);
+    free_msg(img);
+
+    /* A timeout. */
+    assert_int_equal(snapshot(fx, &P1, id, "s4", &img, NULL), 0);
+    answer(fx, pending(fx, YUN__OP__OP_AGENT_SNAPSHOT, id), 0, NULL);
+    sched_compute_sweep(&fx->s, yun_wall_us() + 3599ull * 1000000u);
+    assert_state(fx, id, "SHUTOFF", "image_snapshot");
+    sched_compute_sweep(&fx->s, yun_wall_us() + 3601ull * 1000000u);
+    assert_state(fx, id, "SHUTOFF", "");
+    assert_image_status(fx, img->id, "killed");
+    free_msg(img);
+
+    /* An upload that stalls is reaped; the sweep then ends the task. */
+    assert_int_equal(snapshot(fx, &P1, id, "s4b", &img, NULL), 0);
+    answer(fx, pending(fx, YUN__OP__OP_AGENT_SNAPSHOT, id), 0, NULL);
+    assert_int_equal(snap_chunk(fx, agent, id, img->id, 0, bytes, sizeof bytes, false, NULL),
+                     0);
+    sched_compute_sweep(&fx->s, yun_wall_us());
+    assert_state(fx, id, "SHUTOFF", "image_snapshot");
+    sched_image_reap(&fx->s, yun_now_ms() + (fx->s.cfg.image_upload_idle_timeout_s + 1) * 1000ll);
+    assert_image_status(fx, img->id, "killed");
+    sched_compute_sweep(&fx->s, yun_wall_us());
+    assert_state(fx, id, "SHUTOFF", "");
+    i = show(fx, &P1, id, 0);
+    assert_contains(i->fault->message, "upload stopped");
+    free_msg(i);
+    free_msg(img);
+
+    /* The agent restarts (its start-up sync). */
+    assert_int_equal(snapshot(fx, &P1, id, "s4c", &img, NULL), 0);
+    answer(fx, pending(fx, YUN__OP__OP_AGENT_SNAPSHOT, id), 0, NULL);
+    Yun__AgentInstanceState st = YUN__AGENT_INSTANCE_STATE__INIT;
+    st.instance_id = id;
+    st.power_state = (char *)"shutoff";
+    st.known = true;
+    st.has_domain = true;
+    Yun__AgentInstanceState *sts[] = { &st };
+    Yun__InstanceSyncRequest sq = YUN__INSTANCE_SYNC_REQUEST__INIT;
+    sq.host_id = (char *)host;
+    sq.instances = sts;
+    sq.n_instances = 1;
+    Yun__InstanceSyncReply *sy = NULL;
+    assert_int_equal(run(fx, agent, sched_instance_sync, &sq,
+                         &yun__instance_sync_reply__descriptor, &sy, NULL), 0);
+    free_msg(sy);
+    assert_state(fx, id, "SHUTOFF", "");
+    assert_image_status(fx, img->id, "killed");
+    free_msg(img);
+
+    /* A restart. */
+    assert_int_equal(snapshot(fx, &P1, id, "s5", &img, NULL), 0);
+    sched_compute_done(&fx->s);
+    drop_captured(fx);
+    assert_int_equal(sched_compute_init(&fx->s), 0);
+    sched_agent_set_hook(&fx->s, hook, fx);
+    assert_state(fx, id, "SHUTOFF", "");
+    assert_image_status(fx, img->id, "killed");
+    free_msg(img);
+
+    /* A delete. */
+    assert_int_equal(snapshot(fx, &P1, id, "s6", &img, NULL), 0);
+    answer(fx, pending(fx, YUN__OP__OP_AGENT_SNAPSHOT, id), 0, NULL);
+    assert_int_equal(snap_chunk(fx, agent, id, img->id, 0, bytes, sizeof bytes, false, NULL),
+                     0);
+    assert_int_equal(delete_server(fx, &P1, id), 0);
+    assert_image_status(fx, img->id, "killed");
+    assert_int_equal(snap_chunk(fx, agent, id, img->id, 4096, bytes, sizeof bytes, true, &msg),
+                     YUN_E_CONFLICT);
+    free(msg);
+    free_msg(img);
+    free(id);
+}
+
 int
 main(void)
 {
@@ -1830,6 +2199,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_console_deferred, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_recovery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_networks, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -74,6 +74,7 @@ static const struct {
     { YUN__OP__OP_SERVER_SNAPSHOT, W_MEMBER },
     { YUN__OP__OP_INSTANCE_EVENT, W_AGENT },
     { YUN__OP__OP_INSTANCE_SYNC, W_AGENT },
+    { YUN__OP__OP_SNAPSHOT_UPLOAD, W_AGENT },
     /* Identity. */
     { YUN__OP__OP_LOGIN, W_LOGIN },
     { YUN__OP__OP_LOGOUT, W_READER },

@@ -869,6 +869,49 @@ test_console(void **state)
     fix_free(f);
 }
 
+/* --- snapshots ------------------------------------------------------------------- */
+
+/* The refusals of agent_vm_snapshot (the copy and the upload run in
+ * tests/integration/test-snapshot.sh): a bad image id, an unknown
+ * instance, a table without uploader. The snapshots directory is made
+ * and emptied at start. */
+static void
+test_snapshot_refusals(void **state)
+{
+    struct vm_fixture *f = fix_new("snapshot");
+    char dir[1024], path[1200];
+    snprintf(dir, sizeof dir, "%s/snapshots", f->state_dir);
+    assert_true(path_exists(dir));
+    struct fix_spawn s;
+    fix_spawn_init(f, &s, false);
+    assert_string_equal(spawn_wait(f, &s), "spawned");
+    struct agent_vm_state st;
+    char msg[512] = "";
+    char image[YUN_UUID_STR_SIZE], other[YUN_UUID_STR_SIZE];
+    assert_int_equal(yun_uuid_new(image), 0);
+    assert_int_equal(yun_uuid_new(other), 0);
+    assert_int_equal(agent_vm_snapshot(f->vms, s.id, "nope", "req", &st, msg, sizeof msg),
+                     YUN_E_INVALID);
+    assert_int_equal(agent_vm_snapshot(f->vms, other, image, "req", &st, msg, sizeof msg),
+                     -ENOENT);
+    assert_int_equal(agent_vm_snapshot(f->vms, s.id, image, "req", &st, msg, sizeof msg),
+                     -EOPNOTSUPP);
+    assert_non_null(strstr(msg, "cannot upload snapshots"));
+    destroy_wait(f, s.id);
+
+    /* A leftover copy goes at the next start. */
+    snprintf(path, sizeof path, "%s/%s.qcow2", dir, image);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    fix_close(f);
+    assert_true(path_exists(path));
+    assert_int_equal(fix_reopen_store(f), 0);
+    assert_int_equal(fix_open_vms(f, DEBOUNCE_MS, SHUTDOWN_MS), 0);
+    assert_false(path_exists(path));
+    fix_free(f);
+}
+
 int
 main(void)
 {
@@ -881,6 +924,7 @@ main(void)
         cmocka_unit_test_teardown(test_reconcile, teardown),
         cmocka_unit_test_teardown(test_rebuild, teardown),
         cmocka_unit_test_teardown(test_console, teardown),
+        cmocka_unit_test_teardown(test_snapshot_refusals, teardown),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
 }
