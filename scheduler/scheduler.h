@@ -108,6 +108,12 @@ int sched_store_open(struct sched *s);
 /* peers.c: who may speak on the bus. */
 int sched_peer_issue(struct sched *s, const char *id, const char *kind, bool rotate,
                      uint32_t *ret_epoch);
+/* Registers the peers PREFIX-1 ... PREFIX-COUNT of one kind in one write
+ * transaction (the host simulator's thousands of agents); their keys are
+ * derived from the cluster secret by whoever holds it. '*ret_max_epoch'
+ * gets the highest epoch among them (1 when all are new). */
+int sched_peer_issue_many(struct sched *s, const char *prefix, uint32_t count, const char *kind,
+                          bool rotate, uint32_t *ret_max_epoch);
 int sched_peer_revoke(struct sched *s, const char *id, uint32_t *ret_epoch);
 /* The yun_bus_key_fn of the scheduler's bus server. */
 int sched_peer_key(const char *key_id, uint32_t epoch, struct yun_key *ret, int *ret_kind,
