@@ -19,6 +19,13 @@
  * the peer's epoch are read again before each send, so a re-registration
  * at another address or a revoked key takes effect at the next request.
  *
+ * nanomsg allows 512 sockets per process (a compile-time limit), far fewer
+ * than a cloud's agents: at most [compute] agent_connections_max sockets
+ * are open at once. They are kept in least-recently-used order; opening
+ * one more closes the least recently used socket with no request in
+ * flight, and when every open socket is busy the request waits (the
+ * agent's timer tries again shortly; its deadline starts when it is sent).
+ *
  * Every request ends through its callback exactly once, and never inside
  * sched_agent_send: sends and immediate failures run from the agent's
  * timer on the next loop iteration, so a caller never sees its callback
@@ -53,6 +60,7 @@ YUN_LOG_MODULE("sched.agent");
 
 #define AGENT_BUCKETS 1024
 #define HOST_ID_MAX 63
+#define CONN_WAIT_MS 5            /* retry when every open socket is busy */
 
 struct sched_agent_request {
     struct sched_agent_request *next;
@@ -72,6 +80,7 @@ struct sched_agent_request {
 
 struct agent_conn {
     struct agent_conn *next;          /* hash chain */
+    struct agent_conn *lru_prev, *lru_next; /* open sockets, least recently used first */
     struct sched_agents *agents;
     char host_id[HOST_ID_MAX + 1];
     char name[YUN_PEER_ID_MAX + 1];   /* the agent's peer id */
@@ -89,6 +98,8 @@ struct agent_conn {
 struct sched_agents {
     struct sched *s;
     struct agent_conn *buckets[AGENT_BUCKETS];
+    struct agent_conn *lru_head, *lru_tail; /* conns with an open socket */
+    size_t n_open;
     sched_agent_hook_fn hook;
     void *hook_data;
     struct sched_agent_request *held; /* kept by the hook */
@@ -155,13 +166,66 @@ conn_find(struct sched_agents *a, const char *host_id)
 }
 
 static void
+lru_unlink(struct agent_conn *c)
+{
+    struct sched_agents *a = c->agents;
+    if (c->lru_prev)
+        c->lru_prev->lru_next = c->lru_next;
+    else
+        a->lru_head = c->lru_next;
+    if (c->lru_next)
+        c->lru_next->lru_prev = c->lru_prev;
+    else
+        a->lru_tail = c->lru_prev;
+    c->lru_prev = c->lru_next = NULL;
+}
+
+/* Marks 'c' (with an open socket) the most recently used. */
+static void
+lru_touch(struct agent_conn *c)
+{
+    struct sched_agents *a = c->agents;
+    if (a->lru_tail == c)
+        return;
+    lru_unlink(c);
+    c->lru_prev = a->lru_tail;
+    if (a->lru_tail)
+        a->lru_tail->lru_next = c;
+    else
+        a->lru_head = c;
+    a->lru_tail = c;
+}
+
+static void
 conn_close_bus(struct agent_conn *c)
 {
     struct sched *s = c->agents->s;
     if (c->watch >= 0 && s->loop)
         (void)yun_loop_remove_fd(s->loop, c->watch);
     c->watch = -1;
+    if (c->bus) {
+        lru_unlink(c);
+        c->agents->n_open--;
+    }
     c->bus = yun_bus_client_free(c->bus);
+}
+
+/* Makes room for one more open socket: closes the least recently used one
+ * with no request in flight. -EAGAIN when every open socket is busy. */
+static int
+conn_make_room(struct sched_agents *a)
+{
+    struct sched *s = a->s;
+    if (a->n_open < s->cfg.compute_agent_connections_max)
+        return 0;
+    for (struct agent_conn *c = a->lru_head; c; c = c->lru_next)
+        if (!c->inflight) {
+            log_debug("agent connection closed to make room host=%s name=%s", c->host_id,
+                      c->name);
+            conn_close_bus(c);
+            return 0;
+        }
+    return -EAGAIN;
 }
 
 static int64_t on_timer(struct yun_loop *loop, int id, void *data);
@@ -251,6 +315,9 @@ conn_refresh(struct agent_conn *c, char *msg, size_t msg_size)
         return 0;
 
     conn_close_bus(c);
+    r = conn_make_room(c->agents);
+    if (r < 0)
+        return r;
     free(c->address);
     c->address = strdup(h->address);
     if (!c->address)
@@ -283,6 +350,8 @@ conn_refresh(struct agent_conn *c, char *msg, size_t msg_size)
                  c->name, c->address, yun_strerror(r));
         return r;
     }
+    c->agents->n_open++;
+    lru_touch(c);
     int fd = yun_bus_client_fd(c->bus);
     if (fd < 0) {
         conn_close_bus(c);
@@ -314,7 +383,18 @@ conn_pump(struct agent_conn *c)
         r->next = NULL;
         char msg[512] = "";
         int e = conn_refresh(c, msg, sizeof msg);
+        if (e == -EAGAIN) {
+            /* Every socket is busy: wait for one, first in the queue. */
+            r->next = c->head;
+            c->head = r;
+            if (!c->tail)
+                c->tail = r;
+            c->queued++;
+            (void)yun_loop_update_timer(s->loop, c->timer, CONN_WAIT_MS);
+            return;
+        }
         if (e >= 0) {
+            lru_touch(c);
             e = yun_bus_client_send(c->bus, r->request_id, NULL, 0, r->body, r->size);
             if (e < 0)
                 snprintf(msg, sizeof msg, "Cannot send to the agent of host '%s': %s.",

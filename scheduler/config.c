@@ -87,6 +87,9 @@ const struct yun_cfg_key sched_config_table[] = {
       600000, "How long the scheduler waits for an agent to answer one request."),
     K("compute", "agent_queue_max", YUN_CFG_U32, compute_agent_queue_max, "4096", 1, 1000000,
       "Requests queued to one agent at once (it takes one at a time); more are refused."),
+    K("compute", "agent_connections_max", YUN_CFG_U32, compute_agent_connections_max, "256",
+      1, 400, "Agent command sockets kept open at once; the least recently used idle one is "
+      "closed to open another (nanomsg allows 512 sockets per process)."),
     K("compute", "max_instances_per_project", YUN_CFG_U32, compute_max_instances_per_project,
       "100", 1, 10000000, "Servers a project may have (deleted ones do not count)."),
     K("compute", "deleted_retention_s", YUN_CFG_U32, compute_deleted_retention_s, "86400", 0,

@@ -68,6 +68,7 @@ struct sched_config {
     uint32_t compute_action_timeout_s;
     uint32_t compute_agent_timeout_ms;
     uint32_t compute_agent_queue_max;
+    uint32_t compute_agent_connections_max;
     uint32_t compute_max_instances_per_project;
     uint32_t compute_deleted_retention_s;
     uint32_t compute_sweep_interval_s;
