@@ -111,6 +111,7 @@ struct client {
     char *token;
     unsigned inflight;
     uint32_t rid_seq;
+    char rid_prefix[17];
     struct req {
         char rid[32];
         uint64_t sent_us;
@@ -163,7 +164,9 @@ send_req(struct client *c, Yun__Op op, const ProtobufCMessage *m)
     if (r < 0)
         return r;
     struct req *q = &c->reqs[slot];
-    snprintf(q->rid, sizeof q->rid, "e2e%u.%u", slot, ++c->rid_seq);
+    /* Unique across runs: the scheduler answers a request id it has seen
+     * (for two minutes) from its reply cache. */
+    snprintf(q->rid, sizeof q->rid, "%se2e%u.%u", c->rid_prefix, slot, ++c->rid_seq);
     q->sent_us = yun_wall_us();
     /* -EAGAIN until the socket has connected. */
     for (int i = 0; i < 5000; i++) {
@@ -195,7 +198,8 @@ recv_req(struct client *c, uint8_t **ret, size_t *ret_size, int *ret_error)
         }
         unsigned slot;
         const char *rid = rep.in.request_id;
-        if (!rid || sscanf(rid, "e2e%u.", &slot) != 1 || slot >= c->max_inflight ||
+        if (!rid || strncmp(rid, c->rid_prefix, 8) != 0 ||
+            sscanf(rid + 8, "e2e%u.", &slot) != 1 || slot >= c->max_inflight ||
             !c->reqs[slot].busy || strcmp(c->reqs[slot].rid, rid) != 0) {
             bench_mux_reply_done(&rep);
             continue;
@@ -382,6 +386,8 @@ main(int argc, char **argv)
     }
 
     struct client c = { 0 };
+    yun_request_id_new(c.rid_prefix);
+    c.rid_prefix[8] = 0;
     int r = yun_peer_key_load(key_file, &c.key);
     if (r < 0) {
         fprintf(stderr, "bench-e2e-client: cannot load '%s': %s\n", key_file, yun_strerror(r));

@@ -162,6 +162,7 @@ struct sim {
     int kick;                 /* timer: pumps the hosts on the kick list */
     uint32_t *kicked, n_kicked;
     uint32_t up_reported;
+    char rid_prefix[9];
     struct sim_stats st;
 };
 
@@ -183,15 +184,18 @@ host_by_name(struct sim *sim, const char *name)
     return strcmp(sim->hosts[i - 1].name, name) == 0 ? &sim->hosts[i - 1] : NULL;
 }
 
-/* Request ids name the host and channel: "h<idx>.<r|e><seq>". */
+/* Request ids name the run, the host and the channel:
+ * "<8 random hex>h<idx>.<r|e><seq>": the scheduler answers a request id it
+ * has seen from its reply cache, so a simulator started again must not
+ * reuse the last one's. */
 static struct sim_host *
 host_by_rid(struct sim *sim, const char *rid, int *ret_ch)
 {
-    if (!rid || rid[0] != 'h')
+    if (!rid || strncmp(rid, sim->rid_prefix, 8) != 0 || rid[8] != 'h')
         return NULL;
     char *end;
     errno = 0;
-    unsigned long i = strtoul(rid + 1, &end, 10);
+    unsigned long i = strtoul(rid + 9, &end, 10);
     if (errno || *end != '.' || i >= sim->n_hosts)
         return NULL;
     *ret_ch = end[1] == 'r' ? CH_REPORT : end[1] == 'e' ? CH_EVENT : -1;
@@ -247,7 +251,7 @@ host_send(struct sim_host *h, int ch, Yun__Op op, const ProtobufCMessage *req)
     int r = yun_rpc_pack_request(op, req, REQUEST_TIMEOUT_MS, &body, &size);
     if (r < 0)
         return r;
-    snprintf(f->rid, sizeof f->rid, "h%u.%c%u", h->idx, ch == CH_REPORT ? 'r' : 'e',
+    snprintf(f->rid, sizeof f->rid, "%sh%u.%c%u", h->g->sim->rid_prefix, h->idx, ch == CH_REPORT ? 'r' : 'e',
              ++h->rid_seq);
     r = bench_mux_send(h->g->mux, h->name, h->g->sim->epoch, &h->key, f->rid, NULL, 0, body,
                        size);
@@ -1077,6 +1081,9 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    char rid[17];
+    yun_request_id_new(rid);
+    memcpy(sim.rid_prefix, rid, 8);
     yun_log_open("yun-host-sim", NULL);
     yun_log_max_level = level;
     signal(SIGPIPE, SIG_IGN);
