@@ -35,6 +35,10 @@ const struct yun_cfg_key sched_config_table[] = {
       1000, "A host is marked down after this many heartbeat intervals without one."),
     K("hosts", "check_interval_ms", YUN_CFG_U32, host_check_interval_ms, "1000", 100, 60000,
       "How often the scheduler looks for hosts whose heartbeats stopped."),
+    K("hosts", "heartbeat_write_interval_s", YUN_CFG_U32, host_heartbeat_write_interval_s, "60",
+      0, 3600, "A heartbeat that changes nothing but the time and usage is written to the "
+      "store only when the stored one is this old (kept in memory meanwhile); 0 writes every "
+      "heartbeat."),
     K("images", "image_dir", YUN_CFG_STRING, image_dir, "", 0, 0,
       "Directory of the image bytes; empty means the 'images' directory inside state_dir."),
     K("images", "chunk_size", YUN_CFG_U32, image_chunk_size, "1048576", 4096, 67108864,

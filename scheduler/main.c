@@ -141,6 +141,9 @@ cmd_run(struct sched *s)
     r = sched_compute_init(s);
     if (r < 0)
         return r;
+    r = sched_hosts_init(s);
+    if (r < 0)
+        return log_err_errno(r, "out of memory");
     r = yun_pool_new(s->loop, s->cfg.worker_threads, s->cfg.worker_queue, &s->pool);
     if (r < 0)
         return log_err_errno(r, "cannot start %u worker threads", s->cfg.worker_threads);
@@ -555,6 +558,7 @@ main(int argc, char **argv)
     s.pool = yun_pool_free(s.pool);
     s.bus = yun_bus_server_free(s.bus);
     sched_compute_done(&s);
+    s.hosts = sched_hosts_free(s.hosts);
     s.loop = yun_loop_free(s.loop);
     sched_identity_done(&s);
     sched_image_done(&s);

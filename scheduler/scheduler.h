@@ -42,6 +42,7 @@ struct sched_config {
     uint32_t max_cached_replies;
     uint32_t host_down_after_missed;
     uint32_t host_check_interval_ms;
+    uint32_t host_heartbeat_write_interval_s;
     char *image_dir;                  /* "" = <state_dir>/images */
     uint32_t image_chunk_size;        /* bytes of image data per message */
     uint32_t image_upload_idle_timeout_s;
@@ -91,6 +92,7 @@ struct sched {
     struct sched_identity *identity; /* identity.c: token keys, revocation list */
     struct sched_placement *placement; /* placement.h: the host index */
     struct sched_compute *compute; /* compute.h: agent clients, sweeps */
+    struct sched_hosts *hosts;   /* host.c: heartbeats not written yet */
     struct yun_pool *pool;       /* workers for slow jobs (sched_call_defer) */
     int cron;
     /* Without a bus (unit tests), deferred replies go here, with handles
@@ -246,6 +248,10 @@ int sched_host_show(struct sched_call *call, const ProtobufCMessage *req);
 int sched_host_set_enabled(struct sched_call *call, const ProtobufCMessage *req);
 /* Marks hosts down whose heartbeats stopped. Run from the cron timer. */
 void sched_host_check_liveness(struct sched *s);
+/* Starts keeping heartbeats in memory (the daemon, before serving);
+ * without it every heartbeat is written. Frees what it keeps. */
+int sched_hosts_init(struct sched *s);
+struct sched_hosts *sched_hosts_free(struct sched_hosts *hs);
 
 /* image.c: the image registry (Glance's role). Records live in "images"
  * with the name index "image_names"; bytes live behind image-store.h.
