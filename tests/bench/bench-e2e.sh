@@ -18,6 +18,8 @@
 # p50/p99 per phase, the time for all hosts to come up, the scheduler's
 # CPU time while the hosts only heartbeat (10 s), and its CPU time and RSS
 # over the run. Targets: >= 1 000 servers/s create-to-ACTIVE.
+# BENCH_PERF=1 records a perf profile of the scheduler over the single
+# creates and deletes.
 # Use a Release build: sanitizers multiply the cost.
 set -euo pipefail
 export YUN_BUILD_DIR=${YUN_BUILD_DIR:?set YUN_BUILD_DIR to a Release build}
@@ -64,7 +66,7 @@ CONF
         --events-file "$T/events" --log-level notice 2>"$T/sim.log" &
     local sim=$!
     PIDS+=("$sim")
-    wait_for 120 grep -q "hosts registered and synced: $n of $n" "$T/sim.log" ||
+    wait_for 180 grep -q "hosts registered and synced: $n of $n" "$T/sim.log" ||
         fail "the $n simulated hosts did not all come up"
     local up_s
     up_s=$(echo "$(date +%s.%N) - $t0" | bc)
@@ -82,7 +84,18 @@ CONF
     local client=("$B/tests/bench/bench-e2e-client" --key "$T/admin.key"
                   --password-file "$ADMIN_PASSWORD_FILE" --image tiny --flavor m1.nano
                   --events-file "$T/events" --count "$COUNT")
+    # BENCH_PERF=1: a profile of the scheduler over the first phases.
+    local perf=
+    if [ -n "${BENCH_PERF:-}" ]; then
+        perf record ${BENCH_PERF_OPTS:--g} -o "$T/perf.data" -p "$SCHED_PID" >/dev/null 2>&1 &
+        perf=$!
+    fi
     "${client[@]}" --inflight 64 | sed 's/^/  /'
+    if [ -n "$perf" ]; then
+        kill -INT "$perf"
+        wait "$perf" 2>/dev/null || true
+        echo "  profile: perf report -i $T/perf.data"
+    fi
     "${client[@]}" --inflight 4 --batch 100 --delete-inflight 64 | sed 's/^/  /'
     c1=$(cpu_s "$SCHED_PID")
     printf '  scheduler: CPU %.2f s over the four phases; %s\n' "$(echo "$c1 - $c0" | bc -l)" \

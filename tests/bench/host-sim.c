@@ -153,7 +153,7 @@ struct sim_stats {
 struct sim {
     struct yun_loop *loop;
     const char *scheduler_url, *listen, *prefix;
-    uint32_t n_hosts, group_size, epoch, heartbeat_s, spawn_delay_ms;
+    uint32_t n_hosts, group_size, epoch, heartbeat_s, spawn_delay_ms, ramp_ms;
     struct sim_host *hosts;
     struct sim_group *groups;
     uint32_t n_groups;
@@ -853,8 +853,9 @@ on_tick(struct yun_loop *loop, int id, void *data)
                 on_event_reply(h, YUN_E_UNREACHABLE, NULL, 0);
         }
         if (!h->ch[CH_REPORT].op && now >= h->next_beat_ms) {
-            /* Registration is retried every second; beats every interval. */
-            h->next_beat_ms = now + (h->registered ? (int64_t)sim->heartbeat_s * 1000 : 1000);
+            /* As the agent: a beat (or a registration) every interval, a
+             * first registration at once; spread by a little jitter. */
+            h->next_beat_ms = now + (int64_t)sim->heartbeat_s * 1000 + (int64_t)(i % 97);
             send_report(h);
         }
         pump(h);
@@ -967,9 +968,9 @@ sim_start(struct sim *sim, const uint8_t secret[YUN_SECRET_SIZE])
         int r = yun_key_derive(secret, YUN_SECRET_SIZE, h->name, sim->epoch, &h->key);
         if (r < 0)
             return r;
-        /* Registrations spread over the first second, beats over the
-         * interval, as hosts that did not all boot at once. */
-        h->next_beat_ms = now + (int64_t)((uint64_t)i * 1000 / sim->n_hosts);
+        /* First registrations spread over the ramp, as hosts that did not
+         * all boot at once. */
+        h->next_beat_ms = now + (int64_t)((uint64_t)i * sim->ramp_ms / sim->n_hosts);
     }
     return 0;
 }
@@ -1019,6 +1020,9 @@ usage(FILE *f)
             "                       PORT+g; ipc://PATH: PATH.g)\n"
             "  --heartbeat-s S      heartbeat interval (default 5)\n"
             "  --spawn-delay-ms MS  spawn to 'spawned' (default 0)\n"
+            "  --ramp-ms MS         first registrations spread over MS (default 2 per\n"
+            "                       host, at least 1000: a first registration is a\n"
+            "                       durable commit; 10 000 at once time out and retry)\n"
             "  --events-file F      write 'TIME_US EVENT ID' for every accepted event\n"
             "  --log-level L        err warn notice info debug (default warn)\n"
             "Register the peers first: yun-scheduler issue-key --agent P --count N\n");
@@ -1037,6 +1041,7 @@ main(int argc, char **argv)
         { "group-size", required_argument, NULL, 'g' },
         { "heartbeat-s", required_argument, NULL, 'b' },
         { "spawn-delay-ms", required_argument, NULL, 'd' },
+        { "ramp-ms", required_argument, NULL, 'r' },
         { "events-file", required_argument, NULL, 'E' },
         { "log-level", required_argument, NULL, 'L' },
         { "help", no_argument, NULL, 'h' },
@@ -1044,13 +1049,14 @@ main(int argc, char **argv)
     };
     struct sim sim = {
         .prefix = "sim", .n_hosts = 10, .group_size = 100, .epoch = 1, .heartbeat_s = 5,
+        .ramp_ms = UINT32_MAX,
     };
     const char *secret_file = NULL, *events_file = NULL;
     int level = YUN_LOG_WARN, c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
         uint32_t *u = c == 'n' ? &sim.n_hosts : c == 'e' ? &sim.epoch
                     : c == 'g' ? &sim.group_size : c == 'b' ? &sim.heartbeat_s
-                    : c == 'd' ? &sim.spawn_delay_ms : NULL;
+                    : c == 'd' ? &sim.spawn_delay_ms : c == 'r' ? &sim.ramp_ms : NULL;
         if (u) {
             if (yun_safe_atou32(optarg, u) < 0) {
                 fprintf(stderr, "yun-host-sim: '%s' is not a number\n", optarg);
@@ -1081,6 +1087,8 @@ main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (sim.ramp_ms == UINT32_MAX)
+        sim.ramp_ms = sim.n_hosts * 2 > 1000 ? sim.n_hosts * 2 : 1000;
     char rid[17];
     yun_request_id_new(rid);
     memcpy(sim.rid_prefix, rid, 8);
