@@ -588,42 +588,64 @@ sched_host_check_liveness(struct sched *s)
         return;
     }
 
-    for (size_t i = 0; i < l.n; i++) {
+    /* Every host found down in one write transaction: a scheduler that
+     * fell behind may find thousands at once, and a commit each would
+     * stall its loop for seconds. The records are re-read inside it (a
+     * heartbeat may have come between the scan and now). */
+    _cleanup_free_ bool *down = calloc(l.n + 1, sizeof *down);
+    _cleanup_(yun_txn_abortp) struct yun_txn *w = NULL;
+    size_t n_down = 0;
+    for (size_t i = 0; down && i < l.n; i++) {
         Yun__HostRecord *h = l.hosts[i];
         uint64_t interval = (uint64_t)(h->heartbeat_interval_s ? h->heartbeat_interval_s : 5);
         uint64_t limit = interval * s->cfg.host_down_after_missed * 1000000u;
         if (strcmp(h->state, HOST_STATE_UP) != 0 || beat_latest(s, h) + limit > now)
             continue;
-
-        /* Re-read inside the write transaction: a heartbeat may have come
-         * between the scan and now. */
-        _cleanup_(yun_txn_abortp) struct yun_txn *w = NULL;
-        _cleanup_(host_record_freep) Yun__HostRecord *cur = NULL;
-        r = yun_txn_begin(s->store, true, &w);
-        if (r >= 0)
-            r = load_host(w, h->id, &cur);
-        if (r < 0 || strcmp(cur->state, HOST_STATE_UP) != 0 || beat_latest(s, cur) + limit > now)
+        if (!w && (r = yun_txn_begin(s->store, true, &w)) < 0)
+            break;
+        Yun__HostRecord *cur = NULL;
+        r = load_host(w, h->id, &cur);
+        if (r < 0)
             continue;
-        char *old_state = cur->state;
-        uint64_t last = beat_latest(s, cur);
-        cur->state = (char *)HOST_STATE_DOWN;
-        cur->state_changed_us = now;
+        /* The list's copy becomes the stored one. */
+        yun__host_record__free_unpacked(h, NULL);
+        l.hosts[i] = h = cur;
+        if (strcmp(h->state, HOST_STATE_UP) != 0 || beat_latest(s, h) + limit > now)
+            continue;
+        char *old_state = h->state;
+        uint64_t last = beat_latest(s, h);
+        h->state = (char *)HOST_STATE_DOWN;
+        h->state_changed_us = now;
         /* The last beat heard, which memory may hold alone. */
-        cur->last_heartbeat_us = last > cur->last_heartbeat_us ? last : cur->last_heartbeat_us;
-        r = yun_txn_put_msg(w, "hosts", cur->id, &cur->base);
-        if (r >= 0)
-            r = yun_txn_commit(TAKE_PTR(w));
-        if (r >= 0) {
-            beat_written(s, cur->id);
-            feed_placement(s, cur);
-        }
-        cur->state = old_state;
+        h->last_heartbeat_us = last > h->last_heartbeat_us ? last : h->last_heartbeat_us;
+        r = yun_txn_put_msg(w, "hosts", h->id, &h->base);
+        h->state = old_state;
         if (r < 0) {
-            log_err_errno(r, "cannot mark host down host=%s", cur->id);
+            log_err_errno(r, "cannot mark host down host=%s", h->id);
             continue;
         }
-        log_warn("host down host=%s name=%s missed_s=%llu", cur->id, cur->name,
-                 (unsigned long long)((now - cur->last_heartbeat_us) / 1000000u));
+        down[i] = true;
+        n_down++;
+    }
+    if (n_down) {
+        r = yun_txn_commit(TAKE_PTR(w));
+        if (r < 0) {
+            log_err_errno(r, "cannot mark %zu hosts down", n_down);
+            host_list_done(&l);
+            return;
+        }
+    }
+    for (size_t i = 0; n_down && i < l.n; i++) {
+        if (!down[i])
+            continue;
+        Yun__HostRecord *h = l.hosts[i];
+        char *old_state = h->state;
+        h->state = (char *)HOST_STATE_DOWN;
+        beat_written(s, h->id);
+        feed_placement(s, h);
+        h->state = old_state;
+        log_warn("host down host=%s name=%s missed_s=%llu", h->id, h->name,
+                 (unsigned long long)((now - h->last_heartbeat_us) / 1000000u));
     }
     host_list_done(&l);
 }
