@@ -18,7 +18,7 @@
 # p50/p99 per phase, the time for all hosts to come up, the scheduler's
 # CPU time while the hosts only heartbeat (10 s), and its CPU time and RSS
 # over the run. Targets: >= 1 000 servers/s create-to-ACTIVE.
-# BENCH_PERF=1 records a perf profile of the scheduler over the single
+# BENCH_CONF is appended to the scheduler's config. BENCH_PERF=1 records a perf profile of the scheduler over the single
 # creates and deletes.
 # Use a Release build: sanitizers multiply the cost.
 set -euo pipefail
@@ -50,6 +50,8 @@ run() { # HOSTS
 [compute]
 max_instances_per_project = 1000000
 CONF
+    # BENCH_CONF: more scheduler config, e.g. $'[hosts]\nheartbeat_write_interval_s = 0'
+    printf '%s\n' "${BENCH_CONF:-}" >>"$T/scheduler.conf"
     issue_key operator admin
     "$B/scheduler/yun-scheduler" -c "$T/scheduler.conf" issue-key --agent sim --count "$n" \
         >/dev/null

@@ -717,6 +717,13 @@ on_report_reply(struct sim_host *h, Yun__Op op, int r, const uint8_t *body, size
                                  reg ? &yun__host_register_reply__descriptor
                                      : &yun__host_heartbeat_reply__descriptor,
                                  &m, &msg);
+    if (r == YUN_E_UNREACHABLE) {
+        /* As the agent: no answer is not a refusal; the next beat goes
+         * as it would have (a registration again only if it was one). */
+        log_info("scheduler not answering our %s name=%s", reg ? "registration" : "heartbeat",
+                 h->name);
+        return;
+    }
     if (r < 0) {
         log_warn_errno(r, "scheduler refused our %s name=%s: %s",
                        reg ? "registration" : "heartbeat", h->name, msg ? msg : yun_strerror(r));
@@ -765,7 +772,11 @@ on_event_reply(struct sim_host *h, int r, const uint8_t *body, size_t size)
                                  sync ? &yun__instance_sync_reply__descriptor
                                       : &yun__instance_event_reply__descriptor,
                                  &m, &msg);
-    if (sync) {
+    if (sync && r == YUN_E_UNREACHABLE) {
+        /* The sync is never lost: commands wait for it. */
+        o->due_ms = yun_now_ms() + 200;
+        queue_out(h, o, true);
+    } else if (sync) {
         if (r >= 0) {
             const Yun__InstanceSyncReply *y = (const Yun__InstanceSyncReply *)m;
             for (size_t i = 0; i < y->n_delete_; i++)
