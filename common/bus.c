@@ -40,6 +40,7 @@ struct yun_bus_server {
     int sock;
     int watch;
     char *self_id;
+    bool as_key_id;           /* replies come from the key's peer, not self_id */
     size_t max_body;
     uint64_t window_us;
     struct yun_replay_cache *cache;
@@ -151,7 +152,7 @@ server_handle(struct yun_bus_server *s, const void *buf, size_t size, void *cont
     /* Our own replies are sealed with the peer's key too: one reflected
      * back at us would open and run as that peer's request. A request
      * never comes from us. */
-    if (strcmp(in.sender, s->self_id) == 0) {
+    if (strcmp(in.sender, s->as_key_id ? in.key_id : s->self_id) == 0) {
         server_reject(s, control, YUN_E_SEAL, &in);
         yun_envelope_in_done(&in);
         return;
@@ -238,7 +239,7 @@ server_handle(struct yun_bus_server *s, const void *buf, size_t size, void *cont
     }
 
     struct yun_envelope_out out = {
-        .sender = s->self_id,
+        .sender = s->as_key_id ? in.key_id : s->self_id,
         .key_id = in.key_id,
         .key_epoch = in.key_epoch,
         .request_id = in.request_id,
@@ -303,6 +304,7 @@ yun_bus_server_new(struct yun_loop *loop, const struct yun_bus_server_options *o
     s->reject = opts->reject;
     s->data = opts->data;
     s->self_id = strdup(opts->self_id);
+    s->as_key_id = opts->reply_as_key_id;
     int r = s->self_id ? 0 : -ENOMEM;
     if (r == 0)
         r = yun_replay_cache_new(s->window_us,
@@ -372,7 +374,7 @@ yun_bus_server_reply(struct yun_bus_server *s, uint64_t handle, const void *body
     if (!p)
         return -ENOENT;
     struct yun_envelope_out out = {
-        .sender = s->self_id,
+        .sender = s->as_key_id ? p->key_id : s->self_id,
         .key_id = p->key_id,
         .key_epoch = p->key_epoch,
         .request_id = p->request_id,

@@ -7,6 +7,7 @@
  * nanomsg authenticates nothing: the seal is the only trust. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -54,6 +55,12 @@ typedef void (*yun_bus_reject_fn)(int code, const struct yun_envelope_in *in, vo
 struct yun_bus_server_options {
     const char *url;          /* "tcp://127.0.0.1:7700", "ipc:///run/yun/x.sock" */
     const char *self_id;      /* sender id of replies, "scheduler" */
+    /* Replies are sent as the peer whose key sealed the request (self_id
+     * is then only a name): one socket that stands for many peers, each
+     * addressed with its own key, as the host simulator's agents are. A
+     * request that names that same peer as its sender is refused, as one
+     * from self_id is otherwise. */
+    bool reply_as_key_id;
     size_t max_body;          /* 0 = YUN_BUS_MAX_BODY_DEFAULT */
     uint64_t window_us;       /* 0 = YUN_BUS_WINDOW_US_DEFAULT */
     size_t max_cached_replies; /* 0 = 16384 */

@@ -12,16 +12,30 @@
  * opens with that key, comes from the agent's peer id and echoes the
  * request id. REQ carries one request at a time, so each agent has a FIFO
  * queue ([compute] agent_queue_max) and at most one request in flight,
- * with a deadline ([compute] agent_timeout_ms) on the agent's timer; a
+ * with a deadline ([compute] agent_timeout_ms); a
  * request whose deadline passes fails with YUN_E_UNREACHABLE and the next
  * send cancels it inside nanomsg (REQ drops a late reply to a cancelled
  * request). The socket's NN_RCVFD sits on the loop. The host record and
  * the peer's epoch are read again before each send, so a re-registration
  * at another address or a revoked key takes effect at the next request.
  *
+ * nanomsg allows 512 sockets per process (a compile-time limit), far fewer
+ * than a cloud's agents: at most [compute] agent_connections_max sockets
+ * are open at once. They are kept in least-recently-used order; opening
+ * one more closes the least recently used socket with no request in
+ * flight, and when every open socket is busy the agent waits in a FIFO
+ * until a request in flight ends (its deadline starts when it is sent).
+ *
+ * One timer serves every agent: the loop's timers are a list scanned at
+ * every iteration, so a timer per agent ever spoken to (thousands) made
+ * each iteration and each re-arm cost O(agents). Agents with work to send
+ * go on a "kick" list that the timer drains on the next iteration; the
+ * timer is also armed for the nearest deadline, and checks the requests in
+ * flight (at most one per open socket) when it fires.
+ *
  * Every request ends through its callback exactly once, and never inside
- * sched_agent_send: sends and immediate failures run from the agent's
- * timer on the next loop iteration, so a caller never sees its callback
+ * sched_agent_send: sends and immediate failures run from the timer on
+ * the next loop iteration, so a caller never sees its callback
  * re-enter it.
  *
  * Tests replace the sockets with a hook (sched_agent_set_hook) that
@@ -72,6 +86,7 @@ struct sched_agent_request {
 
 struct agent_conn {
     struct agent_conn *next;          /* hash chain */
+    struct agent_conn *lru_prev, *lru_next; /* open sockets, least recently used first */
     struct sched_agents *agents;
     char host_id[HOST_ID_MAX + 1];
     char name[YUN_PEER_ID_MAX + 1];   /* the agent's peer id */
@@ -79,7 +94,10 @@ struct agent_conn {
     uint32_t epoch;
     struct yun_bus_client *bus;
     int watch;                        /* NN_RCVFD watch, -1 */
-    int timer;                        /* deadline and kick timer, -1 */
+    bool kicked;                      /* on the kick list */
+    struct agent_conn *kick_next;
+    bool waiting;                     /* on the list waiting for a socket */
+    struct agent_conn *wait_next;
     struct sched_agent_request *inflight;
     int64_t deadline_ms;
     struct sched_agent_request *head, *tail;
@@ -89,6 +107,12 @@ struct agent_conn {
 struct sched_agents {
     struct sched *s;
     struct agent_conn *buckets[AGENT_BUCKETS];
+    struct agent_conn *lru_head, *lru_tail; /* conns with an open socket */
+    size_t n_open;
+    int timer;                        /* kicks and deadlines of every conn; -1 */
+    int64_t timer_due_ms;             /* when it is armed for; -1 = not armed */
+    struct agent_conn *kick_head, *kick_tail; /* conns to pump */
+    struct agent_conn *wait_head, *wait_tail; /* conns waiting for a socket */
     sched_agent_hook_fn hook;
     void *hook_data;
     struct sched_agent_request *held; /* kept by the hook */
@@ -155,16 +179,152 @@ conn_find(struct sched_agents *a, const char *host_id)
 }
 
 static void
+lru_unlink(struct agent_conn *c)
+{
+    struct sched_agents *a = c->agents;
+    if (c->lru_prev)
+        c->lru_prev->lru_next = c->lru_next;
+    else
+        a->lru_head = c->lru_next;
+    if (c->lru_next)
+        c->lru_next->lru_prev = c->lru_prev;
+    else
+        a->lru_tail = c->lru_prev;
+    c->lru_prev = c->lru_next = NULL;
+}
+
+/* Marks 'c' (with an open socket) the most recently used. */
+static void
+lru_touch(struct agent_conn *c)
+{
+    struct sched_agents *a = c->agents;
+    if (a->lru_tail == c)
+        return;
+    lru_unlink(c);
+    c->lru_prev = a->lru_tail;
+    if (a->lru_tail)
+        a->lru_tail->lru_next = c;
+    else
+        a->lru_head = c;
+    a->lru_tail = c;
+}
+
+static void
 conn_close_bus(struct agent_conn *c)
 {
     struct sched *s = c->agents->s;
     if (c->watch >= 0 && s->loop)
         (void)yun_loop_remove_fd(s->loop, c->watch);
     c->watch = -1;
+    if (c->bus) {
+        lru_unlink(c);
+        c->agents->n_open--;
+    }
     c->bus = yun_bus_client_free(c->bus);
 }
 
+/* Makes room for one more open socket: closes the least recently used one
+ * with no request in flight. -EAGAIN when every open socket is busy. */
+/* Could a socket be opened now (without closing one that is busy)? */
+static bool
+conn_has_room(struct sched_agents *a)
+{
+    if (a->n_open < a->s->cfg.compute_agent_connections_max)
+        return true;
+    for (struct agent_conn *c = a->lru_head; c; c = c->lru_next)
+        if (!c->inflight)
+            return true;
+    return false;
+}
+
+static void
+conn_wait(struct agent_conn *c)
+{
+    struct sched_agents *a = c->agents;
+    if (c->waiting)
+        return;
+    c->waiting = true;
+    c->wait_next = NULL;
+    if (a->wait_tail)
+        a->wait_tail->wait_next = c;
+    else
+        a->wait_head = c;
+    a->wait_tail = c;
+}
+
+static void conn_kick(struct agent_conn *c, int64_t delay_ms);
+
+/* A request in flight ended: a socket may be free for the first waiter. */
+static void
+conn_wake_waiter(struct sched_agents *a)
+{
+    struct agent_conn *c = a->wait_head;
+    if (!c)
+        return;
+    a->wait_head = c->wait_next;
+    if (!a->wait_head)
+        a->wait_tail = NULL;
+    c->waiting = false;
+    c->wait_next = NULL;
+    conn_kick(c, 0);
+}
+
+static int
+conn_make_room(struct sched_agents *a)
+{
+    struct sched *s = a->s;
+    if (a->n_open < s->cfg.compute_agent_connections_max)
+        return 0;
+    for (struct agent_conn *c = a->lru_head; c; c = c->lru_next)
+        if (!c->inflight) {
+            log_debug("agent connection closed to make room host=%s name=%s", c->host_id,
+                      c->name);
+            conn_close_bus(c);
+            return 0;
+        }
+    return -EAGAIN;
+}
+
 static int64_t on_timer(struct yun_loop *loop, int id, void *data);
+
+/* Makes the timer fire 'delay_ms' from now, or sooner if it already will. */
+static void
+timer_arm(struct sched_agents *a, int64_t delay_ms)
+{
+    struct sched *s = a->s;
+    if (!s->loop)
+        return;
+    if (a->timer < 0) {
+        a->timer = yun_loop_add_timer(s->loop, -1, on_timer, a, NULL);
+        if (a->timer < 0) {
+            log_err_errno(a->timer, "cannot add the agent client's timer");
+            return;
+        }
+        a->timer_due_ms = -1;
+    }
+    int64_t due = yun_now_ms() + delay_ms;
+    if (a->timer_due_ms >= 0 && a->timer_due_ms <= due)
+        return;
+    a->timer_due_ms = due;
+    (void)yun_loop_update_timer(s->loop, a->timer, delay_ms);
+}
+
+/* Pumps 'c' from the timer, after 'delay_ms'. */
+static void
+conn_kick(struct agent_conn *c, int64_t delay_ms)
+{
+    struct sched_agents *a = c->agents;
+    if (!c->kicked) {
+        c->kicked = true;
+        c->kick_next = NULL;
+        if (a->kick_tail)
+            a->kick_tail->kick_next = c;
+        else
+            a->kick_head = c;
+        a->kick_tail = c;
+    }
+    timer_arm(a, delay_ms);
+}
 static void on_readable(struct yun_loop *loop, int id, int fd, uint32_t events, void *data);
 
 static struct agent_conn *
@@ -179,11 +339,6 @@ conn_get(struct sched_agents *a, const char *host_id)
     c->agents = a;
     snprintf(c->host_id, sizeof c->host_id, "%s", host_id);
     c->watch = -1;
-    c->timer = yun_loop_add_timer(a->s->loop, -1, on_timer, c, NULL);
-    if (c->timer < 0) {
-        free(c);
-        return NULL;
-    }
     size_t b = bucket_of(host_id);
     c->next = a->buckets[b];
     a->buckets[b] = c;
@@ -193,10 +348,7 @@ conn_get(struct sched_agents *a, const char *host_id)
 static void
 conn_free(struct agent_conn *c)
 {
-    struct sched *s = c->agents->s;
     conn_close_bus(c);
-    if (c->timer >= 0 && s->loop)
-        (void)yun_loop_remove_timer(s->loop, c->timer);
     request_free(c->inflight, true);
     while (c->head) {
         struct sched_agent_request *r = c->head;
@@ -251,6 +403,9 @@ conn_refresh(struct agent_conn *c, char *msg, size_t msg_size)
         return 0;
 
     conn_close_bus(c);
+    r = conn_make_room(c->agents);
+    if (r < 0)
+        return r;
     free(c->address);
     c->address = strdup(h->address);
     if (!c->address)
@@ -283,6 +438,8 @@ conn_refresh(struct agent_conn *c, char *msg, size_t msg_size)
                  c->name, c->address, yun_strerror(r));
         return r;
     }
+    c->agents->n_open++;
+    lru_touch(c);
     int fd = yun_bus_client_fd(c->bus);
     if (fd < 0) {
         conn_close_bus(c);
@@ -313,8 +470,20 @@ conn_pump(struct agent_conn *c)
         c->queued--;
         r->next = NULL;
         char msg[512] = "";
-        int e = conn_refresh(c, msg, sizeof msg);
+        /* Every socket busy: wait for one, without reading the store. */
+        int e = !c->bus && !conn_has_room(c->agents) ? -EAGAIN
+                                                     : conn_refresh(c, msg, sizeof msg);
+        if (e == -EAGAIN) {
+            r->next = c->head;
+            c->head = r;
+            if (!c->tail)
+                c->tail = r;
+            c->queued++;
+            conn_wait(c);
+            return;
+        }
         if (e >= 0) {
+            lru_touch(c);
             e = yun_bus_client_send(c->bus, r->request_id, NULL, 0, r->body, r->size);
             if (e < 0)
                 snprintf(msg, sizeof msg, "Cannot send to the agent of host '%s': %s.",
@@ -326,7 +495,7 @@ conn_pump(struct agent_conn *c)
         }
         c->inflight = r;
         c->deadline_ms = yun_now_ms() + s->cfg.compute_agent_timeout_ms;
-        (void)yun_loop_update_timer(s->loop, c->timer, s->cfg.compute_agent_timeout_ms);
+        timer_arm(c->agents, s->cfg.compute_agent_timeout_ms);
         log_req(YUN_LOG_DEBUG, r->request_id, 0, "agent request sent host=%s op=%d", c->host_id,
                 (int)r->op);
     }
@@ -335,20 +504,50 @@ conn_pump(struct agent_conn *c)
 static int64_t
 on_timer(struct yun_loop *loop, int id, void *data)
 {
-    struct agent_conn *c = data;
-    struct sched *s = c->agents->s;
+    struct sched_agents *a = data;
+    struct sched *s = a->s;
     (void)yun_loop_update_timer(loop, id, -1);
-    if (c->inflight && yun_now_ms() >= c->deadline_ms) {
+    a->timer_due_ms = -1;
+
+    /* Requests past their deadline. Collected first: their callbacks may
+     * send, which reorders (and closes sockets on) the list. */
+    int64_t now = yun_now_ms();
+    _cleanup_free_ struct agent_conn **late = calloc(a->n_open + 1, sizeof *late);
+    size_t n_late = 0;
+    int64_t next = -1;
+    for (struct agent_conn *c = a->lru_head; c; c = c->lru_next) {
+        if (!c->inflight)
+            continue;
+        if (now >= c->deadline_ms && late)
+            late[n_late++] = c;
+        else if (next < 0 || c->deadline_ms < next)
+            next = c->deadline_ms;
+    }
+    for (size_t i = 0; i < n_late; i++) {
+        struct agent_conn *c = late[i];
+        if (!c->inflight || now < c->deadline_ms)
+            continue;
         struct sched_agent_request *r = TAKE_PTR(c->inflight);
         char msg[256];
         snprintf(msg, sizeof msg, "The agent of host '%s' did not answer within %u ms.",
                  *c->name ? c->name : c->host_id, s->cfg.compute_agent_timeout_ms);
         request_complete(s, r, YUN_E_UNREACHABLE, msg, NULL);
-    } else if (c->inflight) {
-        (void)yun_loop_update_timer(loop, id, c->deadline_ms - yun_now_ms());
-        return 0;
+        conn_kick(c, 0);
+        conn_wake_waiter(a);
     }
-    conn_pump(c);
+
+    /* The kicked conns; pumping may kick again (onto a fresh list). */
+    struct agent_conn *k = a->kick_head;
+    a->kick_head = a->kick_tail = NULL;
+    while (k) {
+        struct agent_conn *c = k;
+        k = c->kick_next;
+        c->kicked = false;
+        c->kick_next = NULL;
+        conn_pump(c);
+    }
+    if (next >= 0)
+        timer_arm(a, next > now ? next - now : 0);
     return 0;
 }
 
@@ -371,7 +570,6 @@ on_readable(struct yun_loop *loop, int id, int fd, uint32_t events, void *data)
         return;
     }
     struct sched_agent_request *req = TAKE_PTR(c->inflight);
-    (void)yun_loop_update_timer(loop, c->timer, -1);
     if (r < 0) {
         char msg[256];
         snprintf(msg, sizeof msg, "The reply of the agent of host '%s' was refused: %s.",
@@ -387,6 +585,9 @@ on_readable(struct yun_loop *loop, int id, int fd, uint32_t events, void *data)
             protobuf_c_message_free_unpacked(reply, NULL);
     }
     conn_pump(c);
+    /* Its socket is idle now: another agent may have it. */
+    if (!c->inflight)
+        conn_wake_waiter(c->agents);
 }
 
 /* --- the API -------------------------------------------------------------------- */
@@ -453,7 +654,7 @@ sched_agent_send(struct sched *s, const char *host_id, Yun__Op op,
             c->queued++;
             /* Sent from the timer: the callback never runs inside this call. */
             if (!c->inflight)
-                (void)yun_loop_update_timer(s->loop, c->timer, 0);
+                conn_kick(c, 0);
             return 0;
         }
     }
@@ -490,8 +691,11 @@ struct sched_agents *
 sched_agents_new(struct sched *s)
 {
     struct sched_agents *a = calloc(1, sizeof *a);
-    if (a)
+    if (a) {
         a->s = s;
+        a->timer = -1;
+        a->timer_due_ms = -1;
+    }
     return a;
 }
 
@@ -500,6 +704,8 @@ sched_agents_free(struct sched_agents *a)
 {
     if (!a)
         return NULL;
+    if (a->timer >= 0 && a->s->loop)
+        (void)yun_loop_remove_timer(a->s->loop, a->timer);
     for (size_t b = 0; b < AGENT_BUCKETS; b++)
         while (a->buckets[b]) {
             struct agent_conn *c = a->buckets[b];

@@ -38,6 +38,10 @@ const struct yun_cfg_key sched_config_table[] = {
       1000, "A host is marked down after this many heartbeat intervals without one."),
     K("hosts", "check_interval_ms", YUN_CFG_U32, host_check_interval_ms, "1000", 100, 60000,
       "How often the scheduler looks for hosts whose heartbeats stopped."),
+    K("hosts", "heartbeat_write_interval_s", YUN_CFG_U32, host_heartbeat_write_interval_s, "60",
+      0, 3600, "A heartbeat that changes nothing but the time and usage is written to the "
+      "store only when the stored one is this old (kept in memory meanwhile); 0 writes every "
+      "heartbeat."),
     K("images", "image_dir", YUN_CFG_STRING, image_dir, "", 0, 0,
       "Directory of the image bytes; empty means the 'images' directory inside state_dir."),
     K("images", "chunk_size", YUN_CFG_U32, image_chunk_size, "1048576", 4096, 67108864,
@@ -90,6 +94,9 @@ const struct yun_cfg_key sched_config_table[] = {
       600000, "How long the scheduler waits for an agent to answer one request."),
     K("compute", "agent_queue_max", YUN_CFG_U32, compute_agent_queue_max, "4096", 1, 1000000,
       "Requests queued to one agent at once (it takes one at a time); more are refused."),
+    K("compute", "agent_connections_max", YUN_CFG_U32, compute_agent_connections_max, "256",
+      1, 400, "Agent command sockets kept open at once; the least recently used idle one is "
+      "closed to open another (nanomsg allows 512 sockets per process)."),
     K("compute", "max_instances_per_project", YUN_CFG_U32, compute_max_instances_per_project,
       "100", 1, 10000000, "Servers a project may have (deleted ones do not count)."),
     K("compute", "deleted_retention_s", YUN_CFG_U32, compute_deleted_retention_s, "86400", 0,

@@ -6,7 +6,20 @@
  * disable and enable hosts. Records live in the "hosts" database. Each
  * register and heartbeat also carries the base images the agent's cache
  * holds (CachedImage); they replace HostRecord.cached_images, so the
- * scheduler knows which hosts hold which image. */
+ * scheduler knows which hosts hold which image.
+ *
+ * Heartbeats are not all written. A heartbeat that changes nothing but
+ * the time and the usage figures is kept in memory ("struct
+ * sched_hosts": the latest beat and usage of each host heard since this
+ * process started), and the record is written only when the host comes
+ * back up, its cached images change, or the stored beat is older than
+ * [hosts] heartbeat_write_interval_s: 10 000 hosts beating every 5 s
+ * would otherwise cost 2 000 durable commits a second. host.list,
+ * host.show and the liveness check see the newer of the record's and
+ * memory's beat. After a restart, memory is empty and a stored beat may
+ * be that interval old, so a host not heard since the start counts as
+ * having beaten at the start: every host gets one full down-limit to
+ * show up, then the usual rule applies. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +42,121 @@ YUN_LOG_MODULE("sched.host");
 #define HOST_STATE_DOWN "down"
 #define HOST_REASON_MAX 255
 #define HOST_CACHED_IMAGES_MAX 4096 /* the agent's own limit is its size cap */
+
+/* What this process heard of one host that the record may not say yet. */
+struct host_beat {
+    struct host_beat *next;           /* hash chain */
+    char id[YUN_UUID_STR_SIZE];
+    uint64_t beat_us;                 /* latest heartbeat not written; 0 = none */
+    Yun__HostUsage usage;             /* its usage (scalars only) */
+};
+
+#define HOST_BEAT_BUCKETS 4096
+
+struct sched_hosts {
+    uint64_t started_us;              /* hosts not heard since count from here */
+    struct host_beat *buckets[HOST_BEAT_BUCKETS];
+};
+
+/* NULL without sched_hosts_init (unit tests): every heartbeat is written. */
+static struct sched_hosts *
+hosts_get(struct sched *s)
+{
+    return s->hosts;
+}
+
+int
+sched_hosts_init(struct sched *s)
+{
+    if (s->hosts)
+        return 0;
+    s->hosts = calloc(1, sizeof *s->hosts);
+    if (!s->hosts)
+        return -ENOMEM;
+    s->hosts->started_us = yun_wall_us();
+    return 0;
+}
+
+static size_t
+beat_bucket(const char *id)
+{
+    uint32_t h = 2166136261u;
+    for (; *id; id++)
+        h = (h ^ (uint8_t)*id) * 16777619u;
+    return h % HOST_BEAT_BUCKETS;
+}
+
+/* The host's entry, made when 'create'; NULL when none (or no memory). */
+static struct host_beat *
+beat_find(struct sched *s, const char *id, bool create)
+{
+    struct sched_hosts *hs = hosts_get(s);
+    if (!hs)
+        return NULL;
+    size_t b = beat_bucket(id);
+    for (struct host_beat *e = hs->buckets[b]; e; e = e->next)
+        if (strcmp(e->id, id) == 0)
+            return e;
+    if (!create)
+        return NULL;
+    struct host_beat *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    snprintf(e->id, sizeof e->id, "%s", id);
+    e->next = hs->buckets[b];
+    hs->buckets[b] = e;
+    return e;
+}
+
+/* The host was written with everything it said: nothing is pending, and
+ * it was heard since the start. */
+static void
+beat_written(struct sched *s, const char *id)
+{
+    struct host_beat *e = beat_find(s, id, true);
+    if (e)
+        e->beat_us = 0;
+}
+
+/* The latest beat of 'h' this process knows of, for the liveness check. */
+static uint64_t
+beat_latest(struct sched *s, const Yun__HostRecord *h)
+{
+    struct host_beat *e = beat_find(s, h->id, false);
+    uint64_t t = h->last_heartbeat_us;
+    if (e)
+        return e->beat_us > t ? e->beat_us : t;
+    struct sched_hosts *hs = hosts_get(s);
+    return hs && hs->started_us > t ? hs->started_us : t;
+}
+
+/* Shows a record with what memory holds that is newer (list, show). The
+ * usage pointer then borrows the entry's; 'saved' keeps the record's. */
+static void
+beat_overlay(struct sched *s, Yun__HostRecord *h, Yun__HostUsage **saved)
+{
+    *saved = h->usage;
+    struct host_beat *e = beat_find(s, h->id, false);
+    if (e && e->beat_us > h->last_heartbeat_us) {
+        h->last_heartbeat_us = e->beat_us;
+        h->usage = &e->usage;
+    }
+}
+
+struct sched_hosts *
+sched_hosts_free(struct sched_hosts *hs)
+{
+    if (!hs)
+        return NULL;
+    for (size_t b = 0; b < HOST_BEAT_BUCKETS; b++)
+        while (hs->buckets[b]) {
+            struct host_beat *e = hs->buckets[b];
+            hs->buckets[b] = e->next;
+            free(e);
+        }
+    free(hs);
+    return NULL;
+}
 
 static void
 host_record_free(Yun__HostRecord *h)
@@ -193,6 +321,7 @@ sched_host_register(struct sched_call *call, const ProtobufCMessage *req)
         r = yun_txn_commit(TAKE_PTR(txn));
     if (r < 0)
         return r;
+    beat_written(call->s, id);
     feed_placement(call->s, &h);
 
     log_req(YUN_LOG_NOTICE, call->req, 0, "host registered host=%s name=%s cpus=%u memory_mb=%llu %s",
@@ -208,11 +337,79 @@ sched_host_register(struct sched_call *call, const ProtobufCMessage *req)
     return sched_call_reply(call, &y.base);
 }
 
+/* Do both lists name the same images (the same ids and contents, in the
+ * same order, as an agent reports them)? */
+static bool
+same_images(Yun__CachedImage *const *a, size_t na, Yun__CachedImage *const *b, size_t nb)
+{
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(a[i]->image_id, b[i]->image_id) != 0 ||
+            strcmp(a[i]->os_hash_value, b[i]->os_hash_value) != 0)
+            return false;
+    return true;
+}
+
+/* A heartbeat that changes nothing the record must keep now: remembered
+ * in memory, not written. Returns 1 when it was, 0 when it must be
+ * written, or the error of 'call' (stated). */
+static int
+heartbeat_in_memory(struct sched_call *call, const Yun__HostHeartbeatRequest *q)
+{
+    struct sched *s = call->s;
+    uint64_t write_us = (uint64_t)s->cfg.host_heartbeat_write_interval_s * 1000000u;
+    if (!write_us || !yun_uuid_is_valid(q->host_id))
+        return 0;
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(s->store, false, &txn);
+    if (r < 0)
+        return r;
+    _cleanup_(host_record_freep) Yun__HostRecord *h = NULL;
+    r = load_host(txn, q->host_id, &h);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    if (strcmp(h->name, call->peer->key_id) != 0)
+        return sched_call_error(call, YUN_E_DENIED,
+                                "Agent '%s' may not heartbeat for host '%s'.",
+                                call->peer->key_id, h->name);
+    r = check_cached_images(call, h->name, q->cached_images, q->n_cached_images);
+    if (r < 0)
+        return r;
+    uint64_t now = yun_wall_us();
+    if (strcmp(h->state, HOST_STATE_UP) != 0 || h->last_heartbeat_us + write_us <= now ||
+        !same_images(h->cached_images, h->n_cached_images, q->cached_images,
+                     q->n_cached_images))
+        return 0;
+    struct host_beat *e = beat_find(s, h->id, true);
+    if (!e)
+        return 0;
+    e->beat_us = now;
+    Yun__HostUsage u = YUN__HOST_USAGE__INIT;
+    if (q->usage) {
+        u.free_memory_mb = q->usage->free_memory_mb;
+        u.free_disk_gb = q->usage->free_disk_gb;
+        u.load1 = q->usage->load1;
+        u.load5 = q->usage->load5;
+        u.load15 = q->usage->load15;
+        u.running_vms = q->usage->running_vms;
+    }
+    e->usage = u;
+    return 1;
+}
+
 int
 sched_host_heartbeat(struct sched_call *call, const ProtobufCMessage *req)
 {
     const Yun__HostHeartbeatRequest *q = (const Yun__HostHeartbeatRequest *)req;
     Yun__HostHeartbeatReply y = YUN__HOST_HEARTBEAT_REPLY__INIT;
+    int m = heartbeat_in_memory(call, q);
+    if (m < 0)
+        return m;
+    if (m > 0)
+        return sched_call_reply(call, &y.base);
 
     _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
     int r = yun_txn_begin(call->s->store, true, &txn);
@@ -251,8 +448,10 @@ sched_host_heartbeat(struct sched_call *call, const ProtobufCMessage *req)
     r = yun_txn_put_msg(txn, "hosts", h->id, &h->base);
     if (r >= 0)
         r = yun_txn_commit(TAKE_PTR(txn));
-    if (r >= 0)
+    if (r >= 0) {
+        beat_written(call->s, h->id);
         feed_placement(call->s, h);
+    }
     /* The record's own fields go back before it is freed. */
     h->usage = old_usage;
     h->state = old_state;
@@ -308,10 +507,19 @@ sched_host_list(struct sched_call *call, const ProtobufCMessage *req)
     r = yun_txn_iterate(txn, "hosts", NULL, 0, collect_host, &l);
     if (r < 0)
         return r;
+    _cleanup_free_ Yun__HostUsage **saved = calloc(l.n + 1, sizeof *saved);
+    if (!saved)
+        return -ENOMEM;
+    for (size_t i = 0; i < l.n; i++)
+        beat_overlay(call->s, l.hosts[i], &saved[i]);
     Yun__HostListReply y = YUN__HOST_LIST_REPLY__INIT;
     y.hosts = l.hosts;
     y.n_hosts = l.n;
-    return sched_call_reply(call, &y.base);
+    r = sched_call_reply(call, &y.base);
+    /* The records' own usage goes back before they are freed. */
+    for (size_t i = 0; i < l.n; i++)
+        l.hosts[i]->usage = saved[i];
+    return r;
 }
 
 int
@@ -328,9 +536,13 @@ sched_host_show(struct sched_call *call, const ProtobufCMessage *req)
         return sched_call_error(call, r, "Host '%.255s' not found.", q->host);
     if (r < 0)
         return r;
+    Yun__HostUsage *saved;
+    beat_overlay(call->s, h, &saved);
     Yun__HostShowReply y = YUN__HOST_SHOW_REPLY__INIT;
     y.host = h;
-    return sched_call_reply(call, &y.base);
+    r = sched_call_reply(call, &y.base);
+    h->usage = saved;
+    return r;
 }
 
 int
@@ -387,38 +599,64 @@ sched_host_check_liveness(struct sched *s)
         return;
     }
 
-    for (size_t i = 0; i < l.n; i++) {
+    /* Every host found down in one write transaction: a scheduler that
+     * fell behind may find thousands at once, and a commit each would
+     * stall its loop for seconds. The records are re-read inside it (a
+     * heartbeat may have come between the scan and now). */
+    _cleanup_free_ bool *down = calloc(l.n + 1, sizeof *down);
+    _cleanup_(yun_txn_abortp) struct yun_txn *w = NULL;
+    size_t n_down = 0;
+    for (size_t i = 0; down && i < l.n; i++) {
         Yun__HostRecord *h = l.hosts[i];
         uint64_t interval = (uint64_t)(h->heartbeat_interval_s ? h->heartbeat_interval_s : 5);
         uint64_t limit = interval * s->cfg.host_down_after_missed * 1000000u;
-        if (strcmp(h->state, HOST_STATE_UP) != 0 || h->last_heartbeat_us + limit > now)
+        if (strcmp(h->state, HOST_STATE_UP) != 0 || beat_latest(s, h) + limit > now)
             continue;
-
-        /* Re-read inside the write transaction: a heartbeat may have come
-         * between the scan and now. */
-        _cleanup_(yun_txn_abortp) struct yun_txn *w = NULL;
-        _cleanup_(host_record_freep) Yun__HostRecord *cur = NULL;
-        r = yun_txn_begin(s->store, true, &w);
-        if (r >= 0)
-            r = load_host(w, h->id, &cur);
-        if (r < 0 || strcmp(cur->state, HOST_STATE_UP) != 0 ||
-            cur->last_heartbeat_us + limit > now)
+        if (!w && (r = yun_txn_begin(s->store, true, &w)) < 0)
+            break;
+        Yun__HostRecord *cur = NULL;
+        r = load_host(w, h->id, &cur);
+        if (r < 0)
             continue;
-        char *old_state = cur->state;
-        cur->state = (char *)HOST_STATE_DOWN;
-        cur->state_changed_us = now;
-        r = yun_txn_put_msg(w, "hosts", cur->id, &cur->base);
-        if (r >= 0)
-            r = yun_txn_commit(TAKE_PTR(w));
-        if (r >= 0)
-            feed_placement(s, cur);
-        cur->state = old_state;
+        /* The list's copy becomes the stored one. */
+        yun__host_record__free_unpacked(h, NULL);
+        l.hosts[i] = h = cur;
+        if (strcmp(h->state, HOST_STATE_UP) != 0 || beat_latest(s, h) + limit > now)
+            continue;
+        char *old_state = h->state;
+        uint64_t last = beat_latest(s, h);
+        h->state = (char *)HOST_STATE_DOWN;
+        h->state_changed_us = now;
+        /* The last beat heard, which memory may hold alone. */
+        h->last_heartbeat_us = last > h->last_heartbeat_us ? last : h->last_heartbeat_us;
+        r = yun_txn_put_msg(w, "hosts", h->id, &h->base);
+        h->state = old_state;
         if (r < 0) {
-            log_err_errno(r, "cannot mark host down host=%s", cur->id);
+            log_err_errno(r, "cannot mark host down host=%s", h->id);
             continue;
         }
-        log_warn("host down host=%s name=%s missed_s=%llu", cur->id, cur->name,
-                 (unsigned long long)((now - cur->last_heartbeat_us) / 1000000u));
+        down[i] = true;
+        n_down++;
+    }
+    if (n_down) {
+        r = yun_txn_commit(TAKE_PTR(w));
+        if (r < 0) {
+            log_err_errno(r, "cannot mark %zu hosts down", n_down);
+            host_list_done(&l);
+            return;
+        }
+    }
+    for (size_t i = 0; n_down && i < l.n; i++) {
+        if (!down[i])
+            continue;
+        Yun__HostRecord *h = l.hosts[i];
+        char *old_state = h->state;
+        h->state = (char *)HOST_STATE_DOWN;
+        beat_written(s, h->id);
+        feed_placement(s, h);
+        h->state = old_state;
+        log_warn("host down host=%s name=%s missed_s=%llu", h->id, h->name,
+                 (unsigned long long)((now - h->last_heartbeat_us) / 1000000u));
     }
     host_list_done(&l);
 }

@@ -49,6 +49,10 @@ usage(FILE *out)
             "  issue-key --agent NAME | --operator NAME [--out FILE] [--url URL] [--rotate]\n"
             "                           Register a peer and write its key file (stdout\n"
             "                           without --out); --rotate revokes its older keys\n"
+            "  issue-key --agent PREFIX --count N [--rotate]\n"
+            "                           Register the agents PREFIX-1 ... PREFIX-N at once\n"
+            "                           and write no key file (for the host simulator,\n"
+            "                           which derives their keys from the cluster secret)\n"
             "  revoke-key NAME          Revoke every key of a peer (bumps its epoch)\n"
             "  set-password NAME [--password-file F]\n"
             "                           Set a user's password (creates the admin user when\n"
@@ -141,6 +145,9 @@ cmd_run(struct sched *s)
     r = sched_compute_init(s);
     if (r < 0)
         return r;
+    r = sched_hosts_init(s);
+    if (r < 0)
+        return log_err_errno(r, "out of memory");
     r = yun_pool_new(s->loop, s->cfg.worker_threads, s->cfg.worker_queue, &s->pool);
     if (r < 0)
         return log_err_errno(r, "cannot start %u worker threads", s->cfg.worker_threads);
@@ -327,6 +334,30 @@ cmd_init(struct sched *s, const char *admin_password_file)
 }
 
 static int
+cmd_issue_keys(struct sched *s, const char *kind, const char *prefix, uint32_t count,
+               bool rotate)
+{
+    int r = load_secret(s);
+    if (r < 0)
+        return r;
+    r = sched_store_open(s);
+    if (r < 0)
+        return log_err_errno(r, "cannot open the state store '%s'", s->cfg.state_dir);
+    uint32_t epoch;
+    r = sched_peer_issue_many(s, prefix, count, kind, rotate, &epoch);
+    if (r == -EINVAL)
+        return log_err_errno(r, "'%s-N' is not a valid peer name", prefix);
+    if (r == -EEXIST)
+        return log_err_errno(r, "a peer '%s-N' exists with another kind", prefix);
+    if (r < 0)
+        return log_err_errno(r, "cannot register the peers '%s-1' to '%s-%u'", prefix, prefix,
+                             count);
+    printf("registered %u %s peers '%s-1' to '%s-%u' (epoch %s%u)\n", count, kind, prefix,
+           prefix, count, epoch > 1 ? "at most " : "", epoch);
+    return 0;
+}
+
+static int
 cmd_issue_key(struct sched *s, const char *kind, const char *name, const char *out,
               const char *url, bool rotate)
 {
@@ -400,6 +431,7 @@ main(int argc, char **argv)
         { "out", required_argument, NULL, 'o' },
         { "url", required_argument, NULL, 'u' },
         { "rotate", no_argument, NULL, 'R' },
+        { "count", required_argument, NULL, 'n' },
         { "admin-password-file", required_argument, NULL, 'P' },
         { "password-file", required_argument, NULL, 'p' },
         { "help", no_argument, NULL, 'h' },
@@ -409,6 +441,7 @@ main(int argc, char **argv)
     bool config_given = false, dump = false, rotate = false;
     const char *kind = NULL, *name = NULL, *out = NULL, *url = NULL;
     const char *admin_password_file = NULL, *password_file = NULL;
+    uint32_t count = 0;
     char **sets = calloc((size_t)argc, sizeof *sets);
     size_t nsets = 0;
     int c;
@@ -445,6 +478,13 @@ main(int argc, char **argv)
             break;
         case 'R':
             rotate = true;
+            break;
+        case 'n':
+            if (yun_safe_atou32(optarg, &count) < 0 || count == 0 || count > 1000000) {
+                fprintf(stderr, "yun-scheduler: --count needs a number from 1 to 1000000\n");
+                free(sets);
+                return 2;
+            }
             break;
         case 'P':
             admin_password_file = optarg;
@@ -505,7 +545,9 @@ main(int argc, char **argv)
         r = cmd_set_password(&s, argv[optind], password_file);
     else if (strcmp(cmd, "rotate-keys") == 0 && optind == argc)
         r = cmd_rotate_keys(&s);
-    else if (strcmp(cmd, "issue-key") == 0 && optind == argc && kind)
+    else if (strcmp(cmd, "issue-key") == 0 && optind == argc && kind && count && !out)
+        r = cmd_issue_keys(&s, kind, name, count, rotate);
+    else if (strcmp(cmd, "issue-key") == 0 && optind == argc && kind && !count)
         r = cmd_issue_key(&s, kind, name, out, url, rotate);
     else if (strcmp(cmd, "revoke-key") == 0 && optind + 1 == argc)
         r = cmd_revoke_key(&s, argv[optind]);
@@ -520,6 +562,7 @@ main(int argc, char **argv)
     s.pool = yun_pool_free(s.pool);
     s.bus = yun_bus_server_free(s.bus);
     sched_compute_done(&s);
+    s.hosts = sched_hosts_free(s.hosts);
     s.loop = yun_loop_free(s.loop);
     sched_identity_done(&s);
     sched_image_done(&s);

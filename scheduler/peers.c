@@ -117,20 +117,15 @@ kind_from_string(const char *kind)
     return -EINVAL;
 }
 
-int
-sched_peer_issue(struct sched *s, const char *id, const char *kind, bool rotate,
-                 uint32_t *ret_epoch)
+/* Registers (or keeps, or with 'rotate' re-keys) peer 'id' of kind 'k'
+ * inside 'txn'. */
+static int
+issue_txn(struct yun_txn *txn, const char *id, int k, bool rotate, uint32_t *ret_epoch)
 {
-    int k = kind_from_string(kind);
-    if (k < 0 || !yun_name_is_valid(id, YUN_PEER_ID_MAX) || strcmp(id, "scheduler") == 0)
+    if (!yun_name_is_valid(id, YUN_PEER_ID_MAX) || strcmp(id, "scheduler") == 0)
         return -EINVAL;
-
-    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
-    int r = yun_txn_begin(s->store, true, &txn);
-    if (r < 0)
-        return r;
     Yun__PeerRecord *old = NULL;
-    r = load_peer(txn, id, &old);
+    int r = load_peer(txn, id, &old);
     if (r < 0 && r != -ENOENT)
         return r;
     Yun__PeerRecord rec = YUN__PEER_RECORD__INIT;
@@ -150,10 +145,58 @@ sched_peer_issue(struct sched *s, const char *id, const char *kind, bool rotate,
     r = yun_txn_put_msg(txn, "peers", id, &rec.base);
     if (r < 0)
         return r;
+    *ret_epoch = rec.epoch;
+    return 0;
+}
+
+int
+sched_peer_issue(struct sched *s, const char *id, const char *kind, bool rotate,
+                 uint32_t *ret_epoch)
+{
+    int k = kind_from_string(kind);
+    if (k < 0)
+        return -EINVAL;
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(s->store, true, &txn);
+    if (r < 0)
+        return r;
+    uint32_t epoch;
+    r = issue_txn(txn, id, k, rotate, &epoch);
+    if (r < 0)
+        return r;
     r = yun_txn_commit(TAKE_PTR(txn));
     if (r < 0)
         return r;
-    *ret_epoch = rec.epoch;
+    *ret_epoch = epoch;
+    return 0;
+}
+
+int
+sched_peer_issue_many(struct sched *s, const char *prefix, uint32_t count, const char *kind,
+                      bool rotate, uint32_t *ret_max_epoch)
+{
+    int k = kind_from_string(kind);
+    if (k < 0 || count == 0)
+        return -EINVAL;
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(s->store, true, &txn);
+    if (r < 0)
+        return r;
+    uint32_t max_epoch = 0;
+    for (uint32_t i = 1; i <= count; i++) {
+        char id[YUN_PEER_ID_MAX + 16];
+        uint32_t epoch;
+        snprintf(id, sizeof id, "%s-%u", prefix, i);
+        r = issue_txn(txn, id, k, rotate, &epoch);
+        if (r < 0)
+            return r;
+        if (epoch > max_epoch)
+            max_epoch = epoch;
+    }
+    r = yun_txn_commit(TAKE_PTR(txn));
+    if (r < 0)
+        return r;
+    *ret_max_epoch = max_epoch;
     return 0;
 }
 

@@ -42,6 +42,7 @@ struct sched_config {
     uint32_t max_cached_replies;
     uint32_t host_down_after_missed;
     uint32_t host_check_interval_ms;
+    uint32_t host_heartbeat_write_interval_s;
     char *image_dir;                  /* "" = <state_dir>/images */
     uint32_t image_chunk_size;        /* bytes of image data per message */
     uint32_t image_upload_idle_timeout_s;
@@ -68,6 +69,7 @@ struct sched_config {
     uint32_t compute_action_timeout_s;
     uint32_t compute_agent_timeout_ms;
     uint32_t compute_agent_queue_max;
+    uint32_t compute_agent_connections_max;
     uint32_t compute_max_instances_per_project;
     uint32_t compute_deleted_retention_s;
     uint32_t compute_sweep_interval_s;
@@ -97,6 +99,7 @@ struct sched {
     struct sched_identity *identity; /* identity.c: token keys, revocation list */
     struct sched_placement *placement; /* placement.h: the host index */
     struct sched_compute *compute; /* compute.h: agent clients, sweeps */
+    struct sched_hosts *hosts;   /* host.c: heartbeats not written yet */
     struct yun_pool *pool;       /* workers for slow jobs (sched_call_defer) */
     int cron;
     /* Without a bus (unit tests), deferred replies go here, with handles
@@ -123,6 +126,12 @@ int sched_store_open(struct sched *s);
 /* peers.c: who may speak on the bus. */
 int sched_peer_issue(struct sched *s, const char *id, const char *kind, bool rotate,
                      uint32_t *ret_epoch);
+/* Registers the peers PREFIX-1 ... PREFIX-COUNT of one kind in one write
+ * transaction (the host simulator's thousands of agents); their keys are
+ * derived from the cluster secret by whoever holds it. '*ret_max_epoch'
+ * gets the highest epoch among them (1 when all are new). */
+int sched_peer_issue_many(struct sched *s, const char *prefix, uint32_t count, const char *kind,
+                          bool rotate, uint32_t *ret_max_epoch);
 int sched_peer_revoke(struct sched *s, const char *id, uint32_t *ret_epoch);
 /* The yun_bus_key_fn of the scheduler's bus server. */
 int sched_peer_key(const char *key_id, uint32_t epoch, struct yun_key *ret, int *ret_kind,
@@ -262,6 +271,10 @@ int sched_host_show(struct sched_call *call, const ProtobufCMessage *req);
 int sched_host_set_enabled(struct sched_call *call, const ProtobufCMessage *req);
 /* Marks hosts down whose heartbeats stopped. Run from the cron timer. */
 void sched_host_check_liveness(struct sched *s);
+/* Starts keeping heartbeats in memory (the daemon, before serving);
+ * without it every heartbeat is written. Frees what it keeps. */
+int sched_hosts_init(struct sched *s);
+struct sched_hosts *sched_hosts_free(struct sched_hosts *hs);
 
 /* image.c: the image registry (Glance's role). Records live in "images"
  * with the name index "image_names"; bytes live behind image-store.h.
