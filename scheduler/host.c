@@ -337,8 +337,9 @@ sched_host_register(struct sched_call *call, const ProtobufCMessage *req)
     return sched_call_reply(call, &y.base);
 }
 
-/* Do both lists name the same images (the same ids and contents, in the
- * same order, as an agent reports them)? */
+/* Do both lists name the same images (the same ids, contents and number
+ * of instances using them, in the same order, as an agent reports them)?
+ * 'yun host show' lists the users: a change of them is written. */
 static bool
 same_images(Yun__CachedImage *const *a, size_t na, Yun__CachedImage *const *b, size_t nb)
 {
@@ -346,7 +347,8 @@ same_images(Yun__CachedImage *const *a, size_t na, Yun__CachedImage *const *b, s
         return false;
     for (size_t i = 0; i < na; i++)
         if (strcmp(a[i]->image_id, b[i]->image_id) != 0 ||
-            strcmp(a[i]->os_hash_value, b[i]->os_hash_value) != 0)
+            strcmp(a[i]->os_hash_value, b[i]->os_hash_value) != 0 ||
+            a[i]->users != b[i]->users)
             return false;
     return true;
 }
