@@ -42,6 +42,7 @@
 #include "keyfile.h"
 #include "rpc.h"
 #include "util.h"
+#include "identity.pb-c.h"
 #include "image.pb-c.h"
 
 #define MIB (1u << 20)
@@ -245,12 +246,15 @@ connect_client(const char *key_file, int timeout_ms, size_t max_body)
     return c;
 }
 
+/* The admin's token, as `yun login` keeps it: every image call sends it. */
+static char *token;
+
 static int
 call(struct yun_bus_client *c, Yun__Op op, const ProtobufCMessage *q,
      const ProtobufCMessageDescriptor *d, ProtobufCMessage **ret)
 {
     _cleanup_free_ char *msg = NULL;
-    int r = yun_rpc_call(c, op, q, d, ret, &msg);
+    int r = yun_rpc_call_full(c, NULL, token, token ? strlen(token) : 0, op, q, d, ret, &msg);
     if (r < 0)
         fprintf(stderr, "bench-image: op %d: %s (%s)\n", (int)op, msg ? msg : "",
                 yun_errname(r));
@@ -440,11 +444,12 @@ main(int argc, char **argv)
         die("mkdtemp", -errno);
     snprintf(temp_dir, sizeof temp_dir, "%s", dir);
     atexit(cleanup);
-    char path[600], conf[600], log[600], key[600], cmd[4096];
+    char path[600], conf[600], log[600], key[600], pw[600], cmd[4096];
     snprintf(path, sizeof path, "%s/image.raw", dir);
     snprintf(conf, sizeof conf, "%s/scheduler.conf", dir);
     snprintf(log, sizeof log, "%s/scheduler.log", dir);
     snprintf(key, sizeof key, "%s/bench.key", dir);
+    snprintf(pw, sizeof pw, "%s/admin.password", dir);
     uint64_t size = (uint64_t)mib * MIB;
     char md5_hex[33], sha_hex[129];
     double t0 = now_s();
@@ -464,7 +469,14 @@ main(int argc, char **argv)
             "max_virtual_size_gb = %u\n",
             port, dir, dir, log, max_msg, chunk, mib / 1024 + 2);
     fclose(f);
-    snprintf(cmd, sizeof cmd, "%s/scheduler/yun-scheduler -c %s init >/dev/null", build, conf);
+    f = fopen(pw, "we");
+    if (!f)
+        die(pw, -errno);
+    fprintf(f, "bench-%d-password\n", (int)getpid());
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "%s/scheduler/yun-scheduler -c %s init --admin-password-file %s >/dev/null", build,
+             conf, pw);
     if (run(cmd) != 0)
         die("yun-scheduler init", 0);
     snprintf(cmd, sizeof cmd,
@@ -496,6 +508,23 @@ main(int argc, char **argv)
         }
         if (i == 20)
             die("the scheduler does not answer", YUN_E_UNREACHABLE);
+    }
+    /* Log in as the admin, as `yun login` does: image calls need a token. */
+    {
+        char password[64];
+        snprintf(password, sizeof password, "bench-%d-password", (int)getpid());
+        Yun__LoginRequest q = YUN__LOGIN_REQUEST__INIT;
+        q.user = (char *)"admin";
+        q.password = password;
+        ProtobufCMessage *m = NULL;
+        yun_bus_client_free(cl);
+        cl = connect_client(key, 20000, max_msg);
+        if (call(cl, YUN__OP__OP_LOGIN, &q.base, &yun__login_reply__descriptor, &m) < 0)
+            die("login", 0);
+        token = strdup(((Yun__LoginReply *)m)->token);
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (!token)
+            die("login", -ENOMEM);
     }
     yun_bus_client_free(cl);
     /* The last chunk of an upload verifies and makes the image durable. */
