@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0
  * rpc.c: typed calls on the bus (see rpc.h). */
 #include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bus.h"
 #include "cleanup.h"
 #include "err.h"
+#include "loop.h"
 #include "rpc.h"
 
 static int
@@ -116,4 +119,135 @@ yun_rpc_call(struct yun_bus_client *c, Yun__Op op, const ProtobufCMessage *req,
              char **ret_errmsg)
 {
     return yun_rpc_call_full(c, NULL, NULL, 0, op, req, reply_desc, ret_reply, ret_errmsg);
+}
+
+/* ---- a window of calls in flight ---- */
+
+struct rpc_slot {
+    struct yun_bus_client *client;
+    bool busy;              /* a call was sent and its reply not taken */
+    int64_t deadline_ms;
+};
+
+struct yun_rpc_window {
+    unsigned depth;
+    int timeout_ms;
+    struct rpc_slot slots[];
+};
+
+int
+yun_rpc_window_new(const struct yun_bus_client *c, unsigned depth, int timeout_ms,
+                   struct yun_rpc_window **ret)
+{
+    if (!c || depth == 0 || depth > 64 || timeout_ms <= 0 || !ret)
+        return -EINVAL;
+    struct yun_rpc_window *w = calloc(1, sizeof *w + depth * sizeof w->slots[0]);
+    if (!w)
+        return -ENOMEM;
+    w->depth = depth;
+    w->timeout_ms = timeout_ms;
+    for (unsigned i = 0; i < depth; i++) {
+        int r = yun_bus_client_dup(c, &w->slots[i].client);
+        if (r < 0) {
+            yun_rpc_window_free(w);
+            return r;
+        }
+    }
+    *ret = w;
+    return 0;
+}
+
+struct yun_rpc_window *
+yun_rpc_window_free(struct yun_rpc_window *w)
+{
+    if (!w)
+        return NULL;
+    for (unsigned i = 0; i < w->depth; i++)
+        yun_bus_client_free(w->slots[i].client);
+    free(w);
+    return NULL;
+}
+
+unsigned
+yun_rpc_window_depth(const struct yun_rpc_window *w)
+{
+    return w->depth;
+}
+
+/* Waits until 'fd' is readable or 'deadline_ms' passes. */
+static int
+wait_readable(int fd, int64_t deadline_ms)
+{
+    for (;;) {
+        int64_t left = deadline_ms - yun_now_ms();
+        if (left <= 0)
+            return YUN_E_UNREACHABLE;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int n = poll(&p, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n > 0)
+            return 0;
+    }
+}
+
+int
+yun_rpc_window_send(struct yun_rpc_window *w, unsigned slot, const void *token,
+                    size_t token_size, Yun__Op op, const ProtobufCMessage *req)
+{
+    if (slot >= w->depth)
+        return -EINVAL;
+    struct rpc_slot *s = &w->slots[slot];
+    if (s->busy)
+        return -EBUSY;
+    _cleanup_free_ uint8_t *body = NULL;
+    size_t size;
+    int r = yun_rpc_pack_request(op, req, 0, &body, &size);
+    if (r < 0)
+        return r;
+    s->deadline_ms = yun_now_ms() + w->timeout_ms;
+    for (;;) {
+        /* -EAGAIN only while a new socket is still connecting. */
+        r = yun_bus_client_send(s->client, NULL, token, token_size, body, size);
+        if (r != -EAGAIN)
+            break;
+        if (yun_now_ms() >= s->deadline_ms)
+            return YUN_E_UNREACHABLE;
+        (void)poll(NULL, 0, 1);
+    }
+    if (r < 0)
+        return r;
+    s->busy = true;
+    return 0;
+}
+
+int
+yun_rpc_window_recv(struct yun_rpc_window *w, unsigned slot,
+                    const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **ret_reply,
+                    char **ret_errmsg)
+{
+    if (slot >= w->depth || !w->slots[slot].busy)
+        return -EINVAL;
+    struct rpc_slot *s = &w->slots[slot];
+    int fd = yun_bus_client_fd(s->client);
+    _cleanup_free_ uint8_t *reply = NULL;
+    size_t reply_size = 0;
+    int r = fd < 0 ? fd : 0;
+    while (r >= 0) {
+        r = yun_bus_client_recv(s->client, &reply, &reply_size);
+        if (r != -EAGAIN)
+            break;
+        r = wait_readable(fd, s->deadline_ms);
+    }
+    /* Whatever came, the slot is free again: a later send on a REQ
+     * socket abandons a call that never got its reply. */
+    s->busy = false;
+    if (r < 0) {
+        if (ret_errmsg)
+            *ret_errmsg = strdup(yun_strerror(r));
+        return r;
+    }
+    return yun_rpc_unpack_reply(reply, reply_size, reply_desc, ret_reply, ret_errmsg);
 }
