@@ -23,12 +23,17 @@
 #include "cleanup.h"
 #include "cli.h"
 #include "err.h"
+#include "rpc.h"
 #include "util.h"
 #include "image.pb-c.h"
 
 #define CHUNK_SIZE (1u << 20)
+/* Download chunks in flight: enough to keep the scheduler and this process
+ * busy at once on loopback; more only holds more memory. */
+#define DOWNLOAD_DEPTH 4
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_MD_CTX *, EVP_MD_CTX_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct yun_rpc_window *, yun_rpc_window_free)
 
 static void
 message_freep(void *p)
@@ -908,25 +913,52 @@ image_download(struct cli *cli, int argc, char **argv)
     _cleanup_free_ char *expected = strdup(im->os_hash_value);
     if (!expected)
         abort();
-    /* At least one request, even for an empty image or a complete file:
-     * the scheduler says whether the image can be downloaded at all. */
-    uint64_t off = start;
+    /* DOWNLOAD_DEPTH chunks in flight, each on a REQ socket of its own,
+     * taken back in offset order: chunk k rides slot k % depth. At least
+     * one request, even for an empty image or a complete file: the
+     * scheduler says whether the image can be downloaded at all. */
+    const char *token = NULL;
+    if ((r = cli_auth_prepare(cli, YUN__OP__OP_IMAGE_DOWNLOAD, &token)))
+        return r;
+    _cleanup_(yun_rpc_window_freep) struct yun_rpc_window *win = NULL;
+    r = yun_rpc_window_new(cli->bus, DOWNLOAD_DEPTH, cli->timeout_ms, &win);
+    if (r < 0) {
+        fprintf(stderr, "yun: cannot connect to the scheduler: %s\n", yun_strerror(r));
+        return 1;
+    }
+    uint32_t chunk = CHUNK_SIZE; /* lowered to the scheduler's limit if below */
+    uint64_t off = start, next = start;
+    unsigned head = 0, inflight = 0;
     bool eof = false;
     while (!eof) {
-        Yun__ImageDownloadRequest q = YUN__IMAGE_DOWNLOAD_REQUEST__INIT;
-        q.image = im->id;
-        q.offset = off;
-        q.length = 0; /* the scheduler's chunk limit */
+        while (inflight < DOWNLOAD_DEPTH && (next < size || next == start)) {
+            Yun__ImageDownloadRequest q = YUN__IMAGE_DOWNLOAD_REQUEST__INIT;
+            q.image = im->id;
+            q.offset = next;
+            q.length = chunk;
+            r = yun_rpc_window_send(win, (head + inflight) % DOWNLOAD_DEPTH, token,
+                                    token ? strlen(token) : 0, YUN__OP__OP_IMAGE_DOWNLOAD,
+                                    &q.base);
+            if (r < 0)
+                break;
+            inflight++;
+            next += chunk;
+        }
         _cleanup_message_ ProtobufCMessage *m = NULL;
-        r = cli_call(cli, YUN__OP__OP_IMAGE_DOWNLOAD, &q.base,
-                     &yun__image_download_reply__descriptor, &m);
-        if (r) {
+        _cleanup_free_ char *msg = NULL;
+        if (r >= 0)
+            r = yun_rpc_window_recv(win, head, &yun__image_download_reply__descriptor, &m,
+                                    &msg);
+        if (r < 0) {
             progress_abort(&prog);
+            fprintf(stderr, "yun: %s (%s)\n", msg ? msg : yun_strerror(r), yun_errname(r));
             /* Leave no empty file behind a download that never started. */
             if (created && off == start)
                 (void)unlink(file);
-            return r;
+            return 1;
         }
+        head = (head + 1) % DOWNLOAD_DEPTH;
+        inflight--;
         Yun__ImageDownloadReply *y = (Yun__ImageDownloadReply *)m;
         if (y->offset != off || (y->data.len == 0 && !y->eof) ||
             off + y->data.len > y->size) {
@@ -957,6 +989,19 @@ image_download(struct cli *cli, int argc, char **argv)
         eof = y->eof || off >= size;
         prog.total = size;
         progress_update(&prog, off, eof);
+        if (!eof && y->data.len < chunk) {
+            /* The scheduler's chunk limit is below ours: the requests in
+             * flight ask for the wrong offsets. Take their replies, drop
+             * them, and go on from here with its size. */
+            chunk = (uint32_t)y->data.len;
+            for (; inflight > 0; inflight--, head = (head + 1) % DOWNLOAD_DEPTH) {
+                ProtobufCMessage *drop = NULL;
+                if (yun_rpc_window_recv(win, head, &yun__image_download_reply__descriptor,
+                                        &drop, NULL) == 0)
+                    protobuf_c_message_free_unpacked(drop, NULL);
+            }
+            next = off;
+        }
     }
     if (seekable && ftruncate(fd, (off_t)off) < 0) {
         fprintf(stderr, "yun: cannot truncate '%s': %s\n", file, strerror(errno));

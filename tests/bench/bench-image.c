@@ -16,6 +16,7 @@
  * first bytes changed for every MiB) and every run's record is checked
  * against the MD5 and SHA-512 computed while making it.
  * Usage: bench-image [--build DIR] [--size MIB] [--runs N] [--chunk-size BYTES]
+ *                    [--depth N] (download chunks in flight, as the CLI: 4)
  * A benchmark, not a test: it asserts nothing but the data's integrity. MB
  * are 10^6 bytes. */
 #include <errno.h>
@@ -271,7 +272,7 @@ struct result {
  * it all, delete. */
 static int
 one_run(struct yun_bus_client *c, pid_t sched, int run_no, const char *path, uint64_t size,
-        size_t chunk, const char *md5_hex, const char *sha_hex, struct result *res)
+        size_t chunk, unsigned depth, const char *md5_hex, const char *sha_hex, struct result *res)
 {
     char name[32];
     snprintf(name, sizeof name, "bench-%d", run_no);
@@ -330,18 +331,35 @@ one_run(struct yun_bus_client *c, pid_t sched, int run_no, const char *path, uin
     }
     protobuf_c_message_free_unpacked(&last->base, NULL);
 
-    uint64_t got = 0;
+    /* As `yun image download` does: 'depth' chunks in flight, one per
+     * REQ socket, taken back in offset order (slot k % depth). */
+    struct yun_rpc_window *win = NULL;
+    int r = yun_rpc_window_new(c, depth, 60000, &win);
+    if (r < 0)
+        die("window", r);
+    uint64_t got = 0, next = 0;
+    uint64_t nchunks = (size + chunk - 1) / chunk;
     s0 = cpu_of(sched);
     c0 = self_cpu();
     t0 = now_s();
-    for (bool eof = false; !eof;) {
+    for (uint64_t k = 0; k < nchunks && k < depth; k++, next += chunk) {
         Yun__ImageDownloadRequest q = YUN__IMAGE_DOWNLOAD_REQUEST__INIT;
         q.image = id;
-        q.offset = got;
+        q.offset = next;
         q.length = (uint32_t)chunk;
-        if (call(c, YUN__OP__OP_IMAGE_DOWNLOAD, &q.base, &yun__image_download_reply__descriptor,
-                 &m) < 0)
+        r = yun_rpc_window_send(win, (unsigned)k, token, strlen(token),
+                                YUN__OP__OP_IMAGE_DOWNLOAD, &q.base);
+        if (r < 0)
+            die("download", r);
+    }
+    for (uint64_t k = 0; k < nchunks; k++) {
+        unsigned slot = (unsigned)(k % depth);
+        _cleanup_free_ char *msg = NULL;
+        r = yun_rpc_window_recv(win, slot, &yun__image_download_reply__descriptor, &m, &msg);
+        if (r < 0) {
+            fprintf(stderr, "bench-image: download: %s\n", msg ? msg : yun_strerror(r));
             return -1;
+        }
         Yun__ImageDownloadReply *y = (Yun__ImageDownloadReply *)m;
         if (y->offset != got || (y->data.len == 0 && !y->eof)) {
             fprintf(stderr, "bench-image: download went wrong at offset %llu\n",
@@ -349,9 +367,20 @@ one_run(struct yun_bus_client *c, pid_t sched, int run_no, const char *path, uin
             return -1;
         }
         got += y->data.len;
-        eof = y->eof || got >= y->size;
         protobuf_c_message_free_unpacked(m, NULL);
+        if (next < size) {
+            Yun__ImageDownloadRequest q = YUN__IMAGE_DOWNLOAD_REQUEST__INIT;
+            q.image = id;
+            q.offset = next;
+            q.length = (uint32_t)chunk;
+            r = yun_rpc_window_send(win, slot, token, strlen(token),
+                                    YUN__OP__OP_IMAGE_DOWNLOAD, &q.base);
+            if (r < 0)
+                die("download", r);
+            next += chunk;
+        }
     }
+    win = yun_rpc_window_free(win);
     t1 = now_s();
     res->down = (double)got / (t1 - t0) / 1e6;
     res->down_sched_cpu = cpu_of(sched) - s0;
@@ -391,7 +420,9 @@ main(int argc, char **argv)
     unsigned mib = 1024;
     int runs = 3;
     uint32_t chunk = MIB;
+    unsigned depth = 4;
     static const struct option opts[] = {
+        { "depth", required_argument, NULL, 'd' },
         { "build", required_argument, NULL, 'b' },
         { "size", required_argument, NULL, 's' },
         { "runs", required_argument, NULL, 'r' },
@@ -409,9 +440,11 @@ main(int argc, char **argv)
             runs = (int)v;
         else if (c == 'c' && yun_safe_atou32(optarg, &v) == 0 && v >= 4096)
             chunk = v;
+        else if (c == 'd' && yun_safe_atou32(optarg, &v) == 0 && v >= 1 && v <= 64)
+            depth = v;
         else {
             fprintf(stderr, "Usage: bench-image [--build DIR] [--size MIB] [--runs N] "
-                            "[--chunk-size BYTES]\n");
+                            "[--chunk-size BYTES] [--depth N]\n");
             return 2;
         }
     }
@@ -530,13 +563,13 @@ main(int argc, char **argv)
     /* The last chunk of an upload verifies and makes the image durable. */
     cl = connect_client(key, 60000, max_msg);
 
-    printf("== %u MiB through yun-scheduler on loopback, %u-byte chunks (MB/s; CPU s)\n", mib,
-           chunk);
+    printf("== %u MiB through yun-scheduler on loopback, %u-byte chunks, %u downloads in "
+           "flight (MB/s; CPU s)\n", mib, chunk, depth);
     double *ups = calloc((size_t)runs, sizeof *ups), *downs = calloc((size_t)runs, sizeof *downs);
     int ok = 0, rc = 0;
     for (int i = 0; i < runs; i++) {
         struct result res = { 0 };
-        if (one_run(cl, sched, i, path, size, chunk, md5_hex, sha_hex, &res) < 0) {
+        if (one_run(cl, sched, i, path, size, chunk, depth, md5_hex, sha_hex, &res) < 0) {
             rc = 1;
             break;
         }
