@@ -252,11 +252,15 @@ server_handle(struct yun_bus_server *s, const void *buf, size_t size, void *cont
         yun_envelope_in_done(&in);
         return;
     }
+    /* The cache keeps the sealed reply itself, not a copy (it is an
+     * image chunk's megabyte at times); 'msg' stays valid until the cache
+     * is next changed, after the send. */
+    const uint8_t *msg = sealed;
     if (*in.request_id)
-        (void)yun_replay_cache_put_reply(s->cache, in.key_id, in.request_id, sealed,
-                                         sealed_size, now);
+        (void)yun_replay_cache_put_reply_take(s->cache, in.key_id, in.request_id, &sealed,
+                                              sealed_size, now);
     s->stats.served++;
-    server_send(s, control, sealed, sealed_size);
+    server_send(s, control, msg, sealed_size);
     yun_envelope_in_done(&in);
 }
 
@@ -389,11 +393,12 @@ yun_bus_server_reply(struct yun_bus_server *s, uint64_t handle, const void *body
         return r;
     }
     uint64_t now = yun_wall_us();
+    const uint8_t *msg = sealed; /* as in server_handle */
     if (*p->request_id)
-        (void)yun_replay_cache_put_reply(s->cache, p->key_id, p->request_id, sealed,
-                                         sealed_size, now);
+        (void)yun_replay_cache_put_reply_take(s->cache, p->key_id, p->request_id, &sealed,
+                                              sealed_size, now);
     s->stats.served++;
-    server_send(s, control, sealed, sealed_size);
+    server_send(s, control, msg, sealed_size);
     pending_free(p);
     return 0;
 }

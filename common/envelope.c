@@ -13,6 +13,29 @@
 #include "util.h"
 #include "yun.pb-c.h"
 
+static size_t
+varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static size_t
+varint_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
 int
 yun_envelope_seal(const struct yun_key *key, const struct yun_envelope_out *out,
                   const void *body, size_t body_size, size_t max_body, uint8_t **ret,
@@ -42,28 +65,28 @@ yun_envelope_seal(const struct yun_key *key, const struct yun_envelope_out *out,
     h.token.len = out->token ? out->token_size : 0;
     h.body_size = (uint32_t)body_size;
 
+    /* The Envelope is laid out here rather than by protobuf-c, so that
+     * the body is sealed straight into the message that goes out instead
+     * of into a buffer copied into it: field 1 (header) and field 2
+     * (sealed), length-delimited, in field order; reject (field 3) is 0
+     * and so absent, as proto3 packs it. */
     size_t hsize = yun__header__get_packed_size(&h);
     size_t ssize = body_size + YUN_TAG_SIZE;
-    _cleanup_free_ uint8_t *hbuf = malloc(hsize);
-    _cleanup_free_ uint8_t *sbuf = malloc(ssize);
-    if (!hbuf || !sbuf)
-        return -ENOMEM;
-    yun__header__pack(&h, hbuf);
-    r = yun_seal(key, nonce, hbuf, hsize, body, body_size, sbuf);
-    if (r < 0)
-        return r;
-
-    Yun__Envelope e = YUN__ENVELOPE__INIT;
-    e.header.data = hbuf;
-    e.header.len = hsize;
-    e.sealed.data = sbuf;
-    e.sealed.len = ssize;
-    size_t esize = yun__envelope__get_packed_size(&e);
-    uint8_t *buf = malloc(esize);
+    size_t esize = 1 + varint_size(hsize) + hsize + 1 + varint_size(ssize) + ssize;
+    _cleanup_free_ uint8_t *buf = malloc(esize);
     if (!buf)
         return -ENOMEM;
-    yun__envelope__pack(&e, buf);
-    *ret = buf;
+    uint8_t *p = buf;
+    *p++ = (1 << 3) | 2;
+    p += varint_put(p, hsize);
+    const uint8_t *hbuf = p;
+    p += yun__header__pack(&h, p);
+    *p++ = (2 << 3) | 2;
+    p += varint_put(p, ssize);
+    r = yun_seal(key, nonce, hbuf, hsize, body, body_size, p);
+    if (r < 0)
+        return r;
+    *ret = TAKE_PTR(buf);
     *ret_size = esize;
     return 0;
 }
@@ -454,10 +477,9 @@ yun_replay_cache_get_reply(struct yun_replay_cache *c, const char *key_id,
     return 0;
 }
 
-int
-yun_replay_cache_put_reply(struct yun_replay_cache *c, const char *key_id,
-                           const char *request_id, const void *reply, size_t size,
-                           uint64_t now_us)
+static int
+put_reply(struct yun_replay_cache *c, const char *key_id, const char *request_id,
+          uint8_t **reply, size_t size, uint64_t now_us)
 {
     char key[2 * YUN_PEER_ID_MAX + YUN_REQUEST_ID_MAX + 4];
     size_t ks = reply_key(key_id, request_id, key, sizeof key);
@@ -475,12 +497,7 @@ yun_replay_cache_put_reply(struct yun_replay_cache *c, const char *key_id,
     struct reply_entry *e = calloc(1, sizeof *e + ks);
     if (!e)
         return -ENOMEM;
-    e->data = malloc(size ? size : 1);
-    if (!e->data) {
-        free(e);
-        return -ENOMEM;
-    }
-    memcpy(e->data, reply, size);
+    e->data = TAKE_PTR(*reply);
     memcpy(e->key, key, ks);
     e->key_size = ks;
     e->size = size;
@@ -498,6 +515,26 @@ yun_replay_cache_put_reply(struct yun_replay_cache *c, const char *key_id,
     c->rcount++;
     c->rbytes += size;
     return 0;
+}
+
+int
+yun_replay_cache_put_reply(struct yun_replay_cache *c, const char *key_id,
+                           const char *request_id, const void *reply, size_t size,
+                           uint64_t now_us)
+{
+    _cleanup_free_ uint8_t *copy = malloc(size ? size : 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, reply, size);
+    return put_reply(c, key_id, request_id, &copy, size, now_us);
+}
+
+int
+yun_replay_cache_put_reply_take(struct yun_replay_cache *c, const char *key_id,
+                                const char *request_id, uint8_t **reply, size_t size,
+                                uint64_t now_us)
+{
+    return put_reply(c, key_id, request_id, reply, size, now_us);
 }
 
 size_t

@@ -103,6 +103,13 @@ int yun_replay_cache_get_reply(struct yun_replay_cache *c, const char *key_id,
 int yun_replay_cache_put_reply(struct yun_replay_cache *c, const char *key_id,
                                const char *request_id, const void *reply, size_t size,
                                uint64_t now_us);
+/* As yun_replay_cache_put_reply, without the copy: on success the cache
+ * takes the malloc'ed '*reply' and sets '*reply' to NULL; on failure
+ * '*reply' stays the caller's. The caller reads it afterwards only
+ * through yun_replay_cache_get_reply. */
+int yun_replay_cache_put_reply_take(struct yun_replay_cache *c, const char *key_id,
+                                    const char *request_id, uint8_t **reply, size_t size,
+                                    uint64_t now_us);
 /* Drops what fell out of the window. Called by the cache itself as it goes;
  * exposed for the daemon's cron. */
 void yun_replay_cache_expire(struct yun_replay_cache *c, uint64_t now_us);
