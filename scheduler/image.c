@@ -1194,9 +1194,13 @@ image_download(struct sched_call *call, const Yun__ImageDownloadRequest *q)
     y.eof = q->offset + n == size;
     size_t rest = yun__image_download_reply__get_packed_size(&y);
     size_t head = n ? 1 + varint_size(n) : 0;
-    _cleanup_free_ uint8_t *buf = malloc(head + n + rest + 1);
-    if (!buf)
+    /* With room before it for the Reply's own framing: the bus seals
+     * this very buffer. */
+    size_t room = sched_call_reply_headroom(head + n + rest);
+    _cleanup_free_ uint8_t *alloc = malloc(room + head + n + rest + 1);
+    if (!alloc)
         return -ENOMEM;
+    uint8_t *buf = alloc + room;
     if (n) {
         buf[0] = (1 << 3) | 2; /* field 1, length-delimited */
         varint_put(buf + 1, n);
@@ -1209,7 +1213,7 @@ image_download(struct sched_call *call, const Yun__ImageDownloadRequest *q)
         }
     }
     yun__image_download_reply__pack(&y, buf + head + n);
-    sched_call_reply_take(call, TAKE_PTR(buf), head + n + rest);
+    sched_call_reply_take_at(call, TAKE_PTR(alloc), room, head + n + rest);
     return 0;
 }
 
