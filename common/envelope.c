@@ -10,6 +10,7 @@
 #include "cleanup.h"
 #include "envelope.h"
 #include "err.h"
+#include "pbwire.h"
 #include "util.h"
 #include "yun.pb-c.h"
 
@@ -139,17 +140,47 @@ field_for_log(const char *s, size_t max_len)
     return s && field_is_printable(s, max_len) ? s : NULL;
 }
 
-/* A failed parse keeps the header for the log line but drops the envelope,
- * so that yun_envelope_open() refuses it (-EINVAL) instead of trusting
- * sizes and a nonce that were never checked. */
+/* A failed parse keeps the header for the log line but drops the sealed
+ * part, so that yun_envelope_open() refuses it (-EINVAL) instead of
+ * trusting sizes and a nonce that were never checked. */
 static int
 parse_fail(struct yun_envelope_in *in, int r)
 {
-    if (in->env) {
-        yun__envelope__free_unpacked(in->env, NULL);
-        in->env = NULL;
-    }
+    in->env = NULL;
+    in->sealed = NULL;
+    in->sealed_size = 0;
     return r;
+}
+
+/* Finds the Envelope's fields in 'buf' without copying them (the sealed
+ * part is the whole message's size): as protobuf-c would decode it. */
+static int
+scan_envelope(const uint8_t *buf, size_t size, struct yun_envelope_in *in, int32_t *ret_reject)
+{
+    const uint8_t *p = buf, *end = buf + size;
+    struct pbwire_field f;
+    int32_t reject = 0;
+    int n;
+    while ((n = pbwire_next(&p, end, &f)) > 0) {
+        if (f.number == 1 || f.number == 2) {
+            if (f.wire_type != PBWIRE_LEN)
+                return -1;
+            if (f.number == 1) {
+                in->header = f.data;
+                in->header_size = f.size;
+            } else {
+                in->sealed = f.data;
+                in->sealed_size = f.size;
+            }
+        } else if (f.number == 3) {
+            if (f.wire_type != PBWIRE_VARINT)
+                return -1;
+            uint32_t z = (uint32_t)f.varint; /* sint32: zigzag in 32 bits */
+            reject = (int32_t)((z >> 1) ^ (~(z & 1) + 1));
+        }
+    }
+    *ret_reject = reject;
+    return n;
 }
 
 int
@@ -159,16 +190,23 @@ yun_envelope_parse(const void *buf, size_t size, size_t max_body, struct yun_env
     if (size > max_body + YUN_ENVELOPE_OVERHEAD)
         return YUN_E_TOOBIG;
 
-    Yun__Envelope *e = yun__envelope__unpack(NULL, size, buf);
-    if (!e)
+    int32_t reject = 0;
+    if (scan_envelope(buf, size, in, &reject) < 0) {
+        memset(in, 0, sizeof *in);
         return YUN_E_DECODE;
-    in->env = e;
+    }
+    in->env = buf;
+    /* Absent fields are empty, as protobuf-c leaves them. */
+    static const uint8_t empty[1];
+    if (!in->header)
+        in->header = empty;
+    if (!in->sealed)
+        in->sealed = empty;
 
-    if (e->reject != 0) {
+    if (reject != 0) {
         /* Only a code in yun's range is believable; anything else is noise. */
-        in->reject = e->reject > _YUN_E_LAST && e->reject < _YUN_E_FIRST ? e->reject
-                                                                         : YUN_E_DECODE;
-        Yun__Header *h = yun__header__unpack(NULL, e->header.len, e->header.data);
+        in->reject = reject > _YUN_E_LAST && reject < _YUN_E_FIRST ? reject : YUN_E_DECODE;
+        Yun__Header *h = yun__header__unpack(NULL, in->header_size, in->header);
         if (h) {
             in->hdr = h;
             in->request_id = field_for_log(h->request_id, YUN_REQUEST_ID_MAX);
@@ -176,7 +214,7 @@ yun_envelope_parse(const void *buf, size_t size, size_t max_body, struct yun_env
         return 0;
     }
 
-    Yun__Header *h = yun__header__unpack(NULL, e->header.len, e->header.data);
+    Yun__Header *h = yun__header__unpack(NULL, in->header_size, in->header);
     if (!h) {
         yun_envelope_in_done(in);
         return YUN_E_DECODE;
@@ -200,7 +238,7 @@ yun_envelope_parse(const void *buf, size_t size, size_t max_body, struct yun_env
         r = YUN_E_TOOBIG;
     else if (h->nonce.len != YUN_NONCE_SIZE || !in->sender || !*in->sender || !in->key_id ||
              !*in->key_id || !in->request_id ||
-             (size_t)h->body_size + YUN_TAG_SIZE != e->sealed.len)
+             (size_t)h->body_size + YUN_TAG_SIZE != in->sealed_size)
         r = YUN_E_DECODE;
     if (r < 0) {
         /* Keep the fields for the caller's log line, but say it failed. */
@@ -213,16 +251,15 @@ int
 yun_envelope_open(const struct yun_envelope_in *in, const struct yun_key *key, uint64_t now_us,
                   uint64_t window_us, uint8_t **ret_body, size_t *ret_size)
 {
-    const Yun__Envelope *e = in->env;
-    if (!e || !in->hdr || in->reject)
+    if (!in->env || !in->sealed || !in->hdr || in->reject)
         return -EINVAL;
     size_t plain = in->body_size;
     /* +1: malloc(0) may return NULL, and callers like a terminating byte. */
     _cleanup_free_ uint8_t *body = malloc(plain + 1);
     if (!body)
         return -ENOMEM;
-    int r = yun_open(key, in->nonce, e->header.data, e->header.len, e->sealed.data,
-                     e->sealed.len, body);
+    int r = yun_open(key, in->nonce, in->header, in->header_size, in->sealed, in->sealed_size,
+                     body);
     if (r < 0)
         return r;
     /* Checked after the seal, so that the timestamp is the sender's own. */
@@ -239,8 +276,6 @@ yun_envelope_in_done(struct yun_envelope_in *in)
 {
     if (in->hdr)
         yun__header__free_unpacked(in->hdr, NULL);
-    if (in->env)
-        yun__envelope__free_unpacked(in->env, NULL);
     memset(in, 0, sizeof *in);
 }
 
