@@ -10,6 +10,7 @@
 #include "cleanup.h"
 #include "err.h"
 #include "loop.h"
+#include "pbwire.h"
 #include "rpc.h"
 
 static int
@@ -63,9 +64,90 @@ yun_rpc_pack_reply(int error, const char *message, const ProtobufCMessage *paylo
 }
 
 int
+yun_rpc_scan_request(const uint8_t *body, size_t size, Yun__Request *ret)
+{
+    Yun__Request q = YUN__REQUEST__INIT;
+    const uint8_t *p = body, *end = body + size;
+    struct pbwire_field f;
+    int n;
+    while ((n = pbwire_next(&p, end, &f)) > 0) {
+        if (f.number == 1 || f.number == 3) {
+            if (f.wire_type != PBWIRE_VARINT)
+                return YUN_E_DECODE;
+            if (f.number == 1)
+                q.op = (Yun__Op)(int32_t)(uint32_t)f.varint; /* an enum is an int32 */
+            else
+                q.deadline_ms = f.varint;
+        } else if (f.number == 2) {
+            if (f.wire_type != PBWIRE_LEN)
+                return YUN_E_DECODE;
+            q.payload.data = (uint8_t *)f.data;
+            q.payload.len = f.size;
+        }
+    }
+    if (n < 0)
+        return YUN_E_DECODE;
+    *ret = q;
+    return 0;
+}
+
+/* A successful Reply's payload, in place: 1 when 'body' is one (error 0),
+ * 0 when it is not (an error, or anything protobuf-c should judge), -1
+ * when it does not decode. */
+static int
+scan_reply(const uint8_t *body, size_t size, const uint8_t **ret, size_t *ret_size)
+{
+    const uint8_t *p = body, *end = body + size;
+    const uint8_t *payload = NULL;
+    size_t payload_size = 0;
+    uint64_t error = 0;
+    struct pbwire_field f;
+    int n;
+    while ((n = pbwire_next(&p, end, &f)) > 0) {
+        if (f.number == 1) {
+            if (f.wire_type != PBWIRE_VARINT)
+                return -1;
+            error = (uint32_t)f.varint;
+        } else if (f.number == 2 || f.number == 3) {
+            if (f.wire_type != PBWIRE_LEN)
+                return -1;
+            if (f.number == 3) {
+                payload = f.data;
+                payload_size = f.size;
+            }
+        }
+    }
+    if (n < 0)
+        return -1;
+    if (error != 0)
+        return 0;
+    *ret = payload;
+    *ret_size = payload_size;
+    return 1;
+}
+
+int
 yun_rpc_unpack_reply(const uint8_t *body, size_t size, const ProtobufCMessageDescriptor *desc,
                      ProtobufCMessage **ret, char **ret_errmsg)
 {
+    /* A success (an image chunk) is decoded from its place in 'body';
+     * protobuf-c would copy its payload first. */
+    const uint8_t *payload = NULL;
+    size_t payload_size = 0;
+    int k = scan_reply(body, size, &payload, &payload_size);
+    if (k < 0)
+        return YUN_E_DECODE;
+    if (k > 0) {
+        if (desc && ret) {
+            static const uint8_t empty[1];
+            ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, payload_size,
+                                                            payload ? payload : empty);
+            if (!m)
+                return YUN_E_DECODE;
+            *ret = m;
+        }
+        return 0;
+    }
     Yun__Reply *y = yun__reply__unpack(NULL, size, body);
     if (!y)
         return YUN_E_DECODE;

@@ -32,6 +32,10 @@ int yun_rpc_pack_request(Yun__Op op, const ProtobufCMessage *req, uint64_t deadl
 /* Serialises Reply{error, message, payload} into '*ret' (malloc'ed). */
 int yun_rpc_pack_reply(int error, const char *message, const ProtobufCMessage *payload,
                        uint8_t **ret, size_t *ret_size);
+/* Decodes a Request body into '*ret' as yun__request__unpack would, but
+ * with 'ret->payload' pointing into 'body' (no copy; 'body' must outlive
+ * it; nothing to free). Returns 0 or YUN_E_DECODE. */
+int yun_rpc_scan_request(const uint8_t *body, size_t size, Yun__Request *ret);
 /* Unpacks a Reply body: the error it carries (with its message), or its
  * payload decoded with 'desc'. */
 int yun_rpc_unpack_reply(const uint8_t *body, size_t size,

@@ -675,7 +675,8 @@ sched_dispatch(const struct yun_bus_peer *peer, const uint8_t *body, size_t size
     const char *target = "";
     int r;
 
-    Yun__Request *q = yun__request__unpack(NULL, size, body);
+    /* Decoded in place: an upload chunk's payload is not copied. */
+    Yun__Request req, *q = yun_rpc_scan_request(body, size, &req) == 0 ? &req : NULL;
     if (!q) {
         sched_call_error(&call, YUN_E_DECODE, "The request body does not decode.");
         goto reply;
@@ -706,7 +707,6 @@ sched_dispatch(const struct yun_bus_peer *peer, const uint8_t *body, size_t size
     if (call.deferred) {
         /* The work continues on the pool; deferred_done() answers. */
         protobuf_c_message_free_unpacked(msg, NULL);
-        yun__request__free_unpacked(q, NULL);
         free(call.error_message);
         free(call.payload);
         yun_wipe(&token, sizeof token);
@@ -719,8 +719,6 @@ reply:
     r = finish_call(&call, op, target, ret_reply, ret_size);
     if (msg)
         protobuf_c_message_free_unpacked(msg, NULL);
-    if (q)
-        yun__request__free_unpacked(q, NULL);
     yun_wipe(&token, sizeof token);
     return r;
 }
