@@ -18,10 +18,10 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
-#include <openssl/evp.h>
 
 #include "cleanup.h"
 #include "cli.h"
+#include "digest.h"
 #include "err.h"
 #include "rpc.h"
 #include "util.h"
@@ -32,7 +32,6 @@
  * busy at once on loopback; more only holds more memory. */
 #define DOWNLOAD_DEPTH 4
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_MD_CTX *, EVP_MD_CTX_free)
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct yun_rpc_window *, yun_rpc_window_free)
 
 static void
@@ -810,9 +809,9 @@ write_full(int fd, const uint8_t *data, size_t size, off_t offset, bool seekable
     return 0;
 }
 
-/* Feeds the first 'size' bytes of 'fd' to 'ctx'. */
+/* Feeds the first 'size' bytes of 'fd' to 'dg'. */
 static int
-hash_prefix(EVP_MD_CTX *ctx, int fd, uint64_t size)
+hash_prefix(struct yun_digest *dg, int fd, uint64_t size)
 {
     _cleanup_free_ uint8_t *buf = malloc(CHUNK_SIZE);
     if (!buf)
@@ -827,7 +826,9 @@ hash_prefix(EVP_MD_CTX *ctx, int fd, uint64_t size)
             return -errno;
         if (n == 0)
             return -ENODATA;
-        EVP_DigestUpdate(ctx, buf, (size_t)n);
+        int r = yun_digest_update(dg, buf, (size_t)n);
+        if (r < 0)
+            return r;
         off += (uint64_t)n;
     }
     return 0;
@@ -900,10 +901,17 @@ image_download(struct cli *cli, int argc, char **argv)
     } else {
         verify = start == 0;
     }
-    _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha512(), NULL) != 1)
+    /* The chunk being hashed, kept until its hash is done: declared
+     * before the digest, so that on an early return the digest (which
+     * waits for its helper) goes first. */
+    _cleanup_message_ ProtobufCMessage *hashing = NULL;
+    /* sha512 runs on the digest's helper thread, one chunk behind, while
+     * this thread takes and writes the next one: hashing alone is about
+     * as slow as the rest of a download. */
+    _cleanup_(yun_digest_freep) struct yun_digest *dg = NULL;
+    if (yun_digest_new(YUN_DIGEST_SHA512, &dg) < 0)
         abort();
-    if (verify && start > 0 && (r = hash_prefix(ctx, fd, start)) < 0) {
+    if (verify && start > 0 && (r = hash_prefix(dg, fd, start)) < 0) {
         fprintf(stderr, "yun: cannot read '%s': %s\n", file, strerror(-r));
         return 1;
     }
@@ -983,8 +991,19 @@ image_download(struct cli *cli, int argc, char **argv)
                     strerror(-r));
             return 1;
         }
-        if (verify)
-            EVP_DigestUpdate(ctx, y->data.data, y->data.len);
+        if (verify) {
+            r = yun_digest_update_wait(dg);
+            if (hashing)
+                protobuf_c_message_free_unpacked(TAKE_PTR(hashing), NULL);
+            if (r >= 0)
+                r = yun_digest_update_start(dg, y->data.data, y->data.len);
+            if (r < 0) {
+                progress_abort(&prog);
+                fprintf(stderr, "yun: cannot hash the download: %s\n", yun_strerror(r));
+                return 1;
+            }
+            hashing = TAKE_PTR(m);
+        }
         off += y->data.len;
         eof = y->eof || off >= size;
         prog.total = size;
@@ -1023,11 +1042,15 @@ image_download(struct cli *cli, int argc, char **argv)
                 im->id);
         return 1;
     }
-    uint8_t md[EVP_MAX_MD_SIZE];
-    unsigned mdlen = 0;
-    char hex[2 * EVP_MAX_MD_SIZE + 1];
-    EVP_DigestFinal_ex(ctx, md, &mdlen);
-    yun_hex_encode(md, mdlen, hex);
+    struct yun_digest_result res;
+    r = yun_digest_update_wait(dg);
+    if (r >= 0)
+        r = yun_digest_final(dg, &res);
+    if (r < 0) {
+        fprintf(stderr, "yun: cannot hash the download: %s\n", yun_strerror(r));
+        return 1;
+    }
+    const char *hex = res.sha512;
     if (strcasecmp(hex, expected) != 0) {
         fprintf(stderr, "yun: the sha512 of the downloaded %s does not match image '%s' "
                         "(got %.16s..., expected %.16s...): %s\n",
