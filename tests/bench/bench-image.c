@@ -7,7 +7,11 @@
  *   - upload and download throughput of a 1 GiB raw image through a real
  *     yun-scheduler on loopback, over the bus in sealed chunks exactly as
  *     `yun image create` and `yun image download` move them (rpc layer, no
- *     terminal), with the CPU seconds the scheduler and the client spent;
+ *     terminal, no file written or hashed), with the CPU seconds the
+ *     scheduler and the client spent;
+ *   - the same through the yun binary itself: `yun image create --file`
+ *     and `yun image download --file`, which writes the file and checks
+ *     its sha512 (that hashing, ~0.5 GB/s on one core, bounds it);
  *   - upload speed as a fraction of the one-pass hash limit (and of the
  *     two-thread limit, min(md5, sha512), since common/digest.c hashes MD5
  *     on a helper thread), and the targets: upload >= 700 MB/s, download
@@ -59,6 +63,7 @@ now_s(void)
 /* What to undo on any exit: the scheduler and the temp dir. */
 static pid_t sched_pid = -1;
 static char temp_dir[64];
+static const char *build_dir = ".";
 
 static void
 cleanup(void)
@@ -264,6 +269,7 @@ call(struct yun_bus_client *c, Yun__Op op, const ProtobufCMessage *q,
 
 struct result {
     double up, down;              /* MB/s */
+    double cli_up, cli_down;      /* MB/s of `yun image create --file`, `yun image download` */
     double commit_ms;             /* the last upload chunk: verify and make durable */
     double up_sched_cpu, up_self_cpu, down_sched_cpu, down_self_cpu; /* seconds */
 };
@@ -392,6 +398,29 @@ one_run(struct yun_bus_client *c, pid_t sched, int run_no, const char *path, uin
     }
     free(buf);
 
+    /* The same through the yun CLI, as a user runs it: a download to a
+     * file, checked against the image's sha512 by the CLI; an upload of
+     * the same file as a new image (create, then the chunks). */
+    char cmd[2048], out[600];
+    snprintf(out, sizeof out, "%s/out.raw", temp_dir);
+    snprintf(cmd, sizeof cmd, "%s/cli/yun --timeout 120 image download %s --file %s",
+             build_dir, id, out);
+    t0 = now_s();
+    if (run(cmd) != 0)
+        return -1;
+    res->cli_down = (double)size / (now_s() - t0) / 1e6;
+    (void)unlink(out);
+    snprintf(cmd, sizeof cmd,
+             "%s/cli/yun --timeout 120 -f value -c id image create --disk-format raw "
+             "--file %s cli-%d >/dev/null", build_dir, path, run_no);
+    t0 = now_s();
+    if (run(cmd) != 0)
+        return -1;
+    res->cli_up = (double)size / (now_s() - t0) / 1e6;
+    snprintf(cmd, sizeof cmd, "%s/cli/yun image delete cli-%d", build_dir, run_no);
+    if (run(cmd) != 0)
+        return -1;
+
     Yun__ImageRef dq = YUN__IMAGE_REF__INIT;
     dq.image = id;
     if (call(c, YUN__OP__OP_IMAGE_DELETE, &dq.base, NULL, NULL) < 0)
@@ -450,6 +479,7 @@ main(int argc, char **argv)
     }
     if (!build)
         build = ".";
+    build_dir = build;
     signal(SIGPIPE, SIG_IGN);
     /* As the yun CLI does (cli/main.c): 1 MiB message buffers stay on the
      * heap instead of a fresh mmap, and its page faults, per chunk. */
@@ -559,6 +589,15 @@ main(int argc, char **argv)
         if (!token)
             die("login", -ENOMEM);
     }
+    /* The CLI logs in once and keeps its token in its own config dir. */
+    char cli_dir[600];
+    snprintf(cli_dir, sizeof cli_dir, "%s/cli", dir);
+    setenv("YUN_CONFIG_DIR", cli_dir, 1);
+    setenv("YUN_KEY_FILE", key, 1);
+    snprintf(cmd, sizeof cmd, "%s/cli/yun login --user admin --password-file %s >/dev/null",
+             build, pw);
+    if (run(cmd) != 0)
+        die("yun login", 0);
     yun_bus_client_free(cl);
     /* The last chunk of an upload verifies and makes the image durable. */
     cl = connect_client(key, 60000, max_msg);
@@ -566,6 +605,8 @@ main(int argc, char **argv)
     printf("== %u MiB through yun-scheduler on loopback, %u-byte chunks, %u downloads in "
            "flight (MB/s; CPU s)\n", mib, chunk, depth);
     double *ups = calloc((size_t)runs, sizeof *ups), *downs = calloc((size_t)runs, sizeof *downs);
+    double *cli_ups = calloc((size_t)runs, sizeof *ups);
+    double *cli_downs = calloc((size_t)runs, sizeof *downs);
     int ok = 0, rc = 0;
     for (int i = 0; i < runs; i++) {
         struct result res = { 0 };
@@ -574,12 +615,16 @@ main(int argc, char **argv)
             break;
         }
         printf("run %d: upload %7.1f MB/s (scheduler %.2f, client %.2f CPU s; last chunk "
-               "%.0f ms)   download %7.1f MB/s (scheduler %.2f, client %.2f CPU s)\n",
+               "%.0f ms)   download %7.1f MB/s (scheduler %.2f, client %.2f CPU s)\n"
+               "       yun CLI: image create --file %7.1f MB/s   image download --file "
+               "(sha512 checked) %7.1f MB/s\n",
                i + 1, res.up, res.up_sched_cpu, res.up_self_cpu, res.commit_ms, res.down,
-               res.down_sched_cpu, res.down_self_cpu);
+               res.down_sched_cpu, res.down_self_cpu, res.cli_up, res.cli_down);
         fflush(stdout);
         ups[ok] = res.up;
         downs[ok] = res.down;
+        cli_ups[ok] = res.cli_up;
+        cli_downs[ok] = res.cli_down;
         ok++;
     }
     if (ok > 0) {
@@ -589,6 +634,8 @@ main(int argc, char **argv)
                up >= 700 ? "met" : "NOT met");
         printf("download %7.1f MB/s   target >= 1900 MB/s: %s\n", down,
                down >= 1900 ? "met" : "NOT met");
+        printf("yun CLI: image create --file %7.1f MB/s, image download --file (sha512 "
+               "checked) %7.1f MB/s\n", median(cli_ups, ok), median(cli_downs, ok));
         if (os_both > 0)
             printf("upload / one-pass md5+sha512 limit (openssl speed, %.1f MB/s): %.2f\n",
                    os_both, up / os_both);
@@ -603,6 +650,8 @@ main(int argc, char **argv)
     }
     free(ups);
     free(downs);
+    free(cli_ups);
+    free(cli_downs);
 
     yun_bus_client_free(cl);
     if (rc) {
