@@ -27,21 +27,47 @@ pack_message(const ProtobufCMessage *m, uint8_t **ret, size_t *ret_size)
     return 0;
 }
 
+static size_t
+varint_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
 int
 yun_rpc_pack_request(Yun__Op op, const ProtobufCMessage *req, uint64_t deadline_ms,
                      uint8_t **ret, size_t *ret_size)
 {
-    _cleanup_free_ uint8_t *payload = NULL;
-    size_t psize;
-    int r = pack_message(req, &payload, &psize);
-    if (r < 0)
-        return r;
-    Yun__Request q = YUN__REQUEST__INIT;
-    q.op = op;
-    q.payload.data = payload;
-    q.payload.len = psize;
-    q.deadline_ms = deadline_ms;
-    return pack_message(&q.base, ret, ret_size);
+    /* Request{op, payload, deadline_ms} is laid out by hand, the payload
+     * packed in place: packing it apart and then into the Request would
+     * copy an upload chunk once more. Field order and proto3's absent
+     * defaults, as protobuf-c packs it. */
+    size_t psize = req ? protobuf_c_message_get_packed_size(req) : 0;
+    uint8_t *buf = malloc(11 + 11 + psize + 11);
+    if (!buf)
+        return -ENOMEM;
+    uint8_t *p = buf;
+    if (op != 0) {
+        *p++ = (1 << 3) | 0;
+        p += varint_put(p, (uint64_t)(int64_t)(int32_t)op); /* an enum is an int32 */
+    }
+    if (psize) {
+        *p++ = (2 << 3) | 2;
+        p += varint_put(p, psize);
+        p += protobuf_c_message_pack(req, p);
+    }
+    if (deadline_ms) {
+        *p++ = (3 << 3) | 0;
+        p += varint_put(p, deadline_ms);
+    }
+    *ret = buf;
+    *ret_size = (size_t)(p - buf);
+    return 0;
 }
 
 int
