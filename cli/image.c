@@ -18,17 +18,21 @@
 #include <unistd.h>
 
 #include <json-c/json.h>
-#include <openssl/evp.h>
 
 #include "cleanup.h"
 #include "cli.h"
+#include "digest.h"
 #include "err.h"
+#include "rpc.h"
 #include "util.h"
 #include "image.pb-c.h"
 
 #define CHUNK_SIZE (1u << 20)
+/* Download chunks in flight: enough to keep the scheduler and this process
+ * busy at once on loopback; more only holds more memory. */
+#define DOWNLOAD_DEPTH 4
 
-DEFINE_TRIVIAL_CLEANUP_FUNC(EVP_MD_CTX *, EVP_MD_CTX_free)
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct yun_rpc_window *, yun_rpc_window_free)
 
 static void
 message_freep(void *p)
@@ -814,9 +818,9 @@ write_full(int fd, const uint8_t *data, size_t size, off_t offset, bool seekable
     return 0;
 }
 
-/* Feeds the first 'size' bytes of 'fd' to 'ctx'. */
+/* Feeds the first 'size' bytes of 'fd' to 'dg'. */
 static int
-hash_prefix(EVP_MD_CTX *ctx, int fd, uint64_t size)
+hash_prefix(struct yun_digest *dg, int fd, uint64_t size)
 {
     _cleanup_free_ uint8_t *buf = malloc(CHUNK_SIZE);
     if (!buf)
@@ -831,7 +835,9 @@ hash_prefix(EVP_MD_CTX *ctx, int fd, uint64_t size)
             return -errno;
         if (n == 0)
             return -ENODATA;
-        EVP_DigestUpdate(ctx, buf, (size_t)n);
+        int r = yun_digest_update(dg, buf, (size_t)n);
+        if (r < 0)
+            return r;
         off += (uint64_t)n;
     }
     return 0;
@@ -904,10 +910,17 @@ image_download(struct cli *cli, int argc, char **argv)
     } else {
         verify = start == 0;
     }
-    _cleanup_(EVP_MD_CTX_freep) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha512(), NULL) != 1)
+    /* The chunk being hashed, kept until its hash is done: declared
+     * before the digest, so that on an early return the digest (which
+     * waits for its helper) goes first. */
+    _cleanup_message_ ProtobufCMessage *hashing = NULL;
+    /* sha512 runs on the digest's helper thread, one chunk behind, while
+     * this thread takes and writes the next one: hashing alone is about
+     * as slow as the rest of a download. */
+    _cleanup_(yun_digest_freep) struct yun_digest *dg = NULL;
+    if (yun_digest_new(YUN_DIGEST_SHA512, &dg) < 0)
         abort();
-    if (verify && start > 0 && (r = hash_prefix(ctx, fd, start)) < 0) {
+    if (verify && start > 0 && (r = hash_prefix(dg, fd, start)) < 0) {
         fprintf(stderr, "yun: cannot read '%s': %s\n", file, strerror(-r));
         return 1;
     }
@@ -917,25 +930,52 @@ image_download(struct cli *cli, int argc, char **argv)
     _cleanup_free_ char *expected = strdup(im->os_hash_value);
     if (!expected)
         abort();
-    /* At least one request, even for an empty image or a complete file:
-     * the scheduler says whether the image can be downloaded at all. */
-    uint64_t off = start;
+    /* DOWNLOAD_DEPTH chunks in flight, each on a REQ socket of its own,
+     * taken back in offset order: chunk k rides slot k % depth. At least
+     * one request, even for an empty image or a complete file: the
+     * scheduler says whether the image can be downloaded at all. */
+    const char *token = NULL;
+    if ((r = cli_auth_prepare(cli, YUN__OP__OP_IMAGE_DOWNLOAD, &token)))
+        return r;
+    _cleanup_(yun_rpc_window_freep) struct yun_rpc_window *win = NULL;
+    r = yun_rpc_window_new(cli->bus, DOWNLOAD_DEPTH, cli->timeout_ms, &win);
+    if (r < 0) {
+        fprintf(stderr, "yun: cannot connect to the scheduler: %s\n", yun_strerror(r));
+        return 1;
+    }
+    uint32_t chunk = CHUNK_SIZE; /* lowered to the scheduler's limit if below */
+    uint64_t off = start, next = start;
+    unsigned head = 0, inflight = 0;
     bool eof = false;
     while (!eof) {
-        Yun__ImageDownloadRequest q = YUN__IMAGE_DOWNLOAD_REQUEST__INIT;
-        q.image = im->id;
-        q.offset = off;
-        q.length = 0; /* the scheduler's chunk limit */
+        while (inflight < DOWNLOAD_DEPTH && (next < size || next == start)) {
+            Yun__ImageDownloadRequest q = YUN__IMAGE_DOWNLOAD_REQUEST__INIT;
+            q.image = im->id;
+            q.offset = next;
+            q.length = chunk;
+            r = yun_rpc_window_send(win, (head + inflight) % DOWNLOAD_DEPTH, token,
+                                    token ? strlen(token) : 0, YUN__OP__OP_IMAGE_DOWNLOAD,
+                                    &q.base);
+            if (r < 0)
+                break;
+            inflight++;
+            next += chunk;
+        }
         _cleanup_message_ ProtobufCMessage *m = NULL;
-        r = cli_call(cli, YUN__OP__OP_IMAGE_DOWNLOAD, &q.base,
-                     &yun__image_download_reply__descriptor, &m);
-        if (r) {
+        _cleanup_free_ char *msg = NULL;
+        if (r >= 0)
+            r = yun_rpc_window_recv(win, head, &yun__image_download_reply__descriptor, &m,
+                                    &msg);
+        if (r < 0) {
             progress_abort(&prog);
+            fprintf(stderr, "yun: %s (%s)\n", msg ? msg : yun_strerror(r), yun_errname(r));
             /* Leave no empty file behind a download that never started. */
             if (created && off == start)
                 (void)unlink(file);
-            return r;
+            return 1;
         }
+        head = (head + 1) % DOWNLOAD_DEPTH;
+        inflight--;
         Yun__ImageDownloadReply *y = (Yun__ImageDownloadReply *)m;
         if (y->offset != off || (y->data.len == 0 && !y->eof) ||
             off + y->data.len > y->size) {
@@ -960,12 +1000,36 @@ image_download(struct cli *cli, int argc, char **argv)
                     strerror(-r));
             return 1;
         }
-        if (verify)
-            EVP_DigestUpdate(ctx, y->data.data, y->data.len);
+        if (verify) {
+            r = yun_digest_update_wait(dg);
+            if (hashing)
+                protobuf_c_message_free_unpacked(TAKE_PTR(hashing), NULL);
+            if (r >= 0)
+                r = yun_digest_update_start(dg, y->data.data, y->data.len);
+            if (r < 0) {
+                progress_abort(&prog);
+                fprintf(stderr, "yun: cannot hash the download: %s\n", yun_strerror(r));
+                return 1;
+            }
+            hashing = TAKE_PTR(m);
+        }
         off += y->data.len;
         eof = y->eof || off >= size;
         prog.total = size;
         progress_update(&prog, off, eof);
+        if (!eof && y->data.len < chunk) {
+            /* The scheduler's chunk limit is below ours: the requests in
+             * flight ask for the wrong offsets. Take their replies, drop
+             * them, and go on from here with its size. */
+            chunk = (uint32_t)y->data.len;
+            for (; inflight > 0; inflight--, head = (head + 1) % DOWNLOAD_DEPTH) {
+                ProtobufCMessage *drop = NULL;
+                if (yun_rpc_window_recv(win, head, &yun__image_download_reply__descriptor,
+                                        &drop, NULL) == 0)
+                    protobuf_c_message_free_unpacked(drop, NULL);
+            }
+            next = off;
+        }
     }
     if (seekable && ftruncate(fd, (off_t)off) < 0) {
         fprintf(stderr, "yun: cannot truncate '%s': %s\n", file, strerror(errno));
@@ -987,11 +1051,15 @@ image_download(struct cli *cli, int argc, char **argv)
                 im->id);
         return 1;
     }
-    uint8_t md[EVP_MAX_MD_SIZE];
-    unsigned mdlen = 0;
-    char hex[2 * EVP_MAX_MD_SIZE + 1];
-    EVP_DigestFinal_ex(ctx, md, &mdlen);
-    yun_hex_encode(md, mdlen, hex);
+    struct yun_digest_result res;
+    r = yun_digest_update_wait(dg);
+    if (r >= 0)
+        r = yun_digest_final(dg, &res);
+    if (r < 0) {
+        fprintf(stderr, "yun: cannot hash the download: %s\n", yun_strerror(r));
+        return 1;
+    }
+    const char *hex = res.sha512;
     if (strcasecmp(hex, expected) != 0) {
         fprintf(stderr, "yun: the sha512 of the downloaded %s does not match image '%s' "
                         "(got %.16s..., expected %.16s...): %s\n",

@@ -253,11 +253,15 @@ server_handle(struct yun_bus_server *s, const void *buf, size_t size, void *cont
         yun_envelope_in_done(&in);
         return;
     }
+    /* The cache keeps the sealed reply itself, not a copy (it is an
+     * image chunk's megabyte at times); 'msg' stays valid until the cache
+     * is next changed, after the send. */
+    const uint8_t *msg = sealed;
     if (*in.request_id)
-        (void)yun_replay_cache_put_reply(s->cache, in.key_id, in.request_id, sealed,
-                                         sealed_size, now);
+        (void)yun_replay_cache_put_reply_take(s->cache, in.key_id, in.request_id, &sealed,
+                                              sealed_size, now);
     s->stats.served++;
-    server_send(s, control, sealed, sealed_size);
+    server_send(s, control, msg, sealed_size);
     yun_envelope_in_done(&in);
 }
 
@@ -391,11 +395,12 @@ yun_bus_server_reply(struct yun_bus_server *s, uint64_t handle, const void *body
         return r;
     }
     uint64_t now = yun_wall_us();
+    const uint8_t *msg = sealed; /* as in server_handle */
     if (*p->request_id)
-        (void)yun_replay_cache_put_reply(s->cache, p->key_id, p->request_id, sealed,
-                                         sealed_size, now);
+        (void)yun_replay_cache_put_reply_take(s->cache, p->key_id, p->request_id, &sealed,
+                                              sealed_size, now);
     s->stats.served++;
-    server_send(s, control, sealed, sealed_size);
+    server_send(s, control, msg, sealed_size);
     pending_free(p);
     return 0;
 }
@@ -430,7 +435,7 @@ yun_bus_server_stats(const struct yun_bus_server *s, struct yun_bus_stats *ret)
 
 struct yun_bus_client {
     int sock;
-    char *self_id, *key_id, *server_id;
+    char *url, *self_id, *key_id, *server_id;
     uint32_t key_epoch;
     struct yun_key key;
     size_t max_body;
@@ -448,6 +453,7 @@ yun_bus_client_new(const struct yun_bus_client_options *opts, struct yun_bus_cli
     if (!c)
         return -ENOMEM;
     c->sock = -1;
+    c->url = strdup(opts->url);
     c->self_id = strdup(opts->self_id);
     c->key_id = strdup(opts->key_id);
     c->server_id = strdup(opts->server_id ? opts->server_id : "scheduler");
@@ -456,7 +462,7 @@ yun_bus_client_new(const struct yun_bus_client_options *opts, struct yun_bus_cli
     c->max_body = opts->max_body ? opts->max_body : YUN_BUS_MAX_BODY_DEFAULT;
     c->window_us = opts->window_us ? opts->window_us : YUN_BUS_WINDOW_US_DEFAULT;
     c->timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : 5000;
-    int r = c->self_id && c->key_id && c->server_id ? 0 : -ENOMEM;
+    int r = c->url && c->self_id && c->key_id && c->server_id ? 0 : -ENOMEM;
     if (r == 0) {
         c->sock = nn_socket(AF_SP, NN_REQ);
         if (c->sock < 0)
@@ -492,12 +498,30 @@ yun_bus_client_free(struct yun_bus_client *c)
         return NULL;
     if (c->sock >= 0)
         nn_close(c->sock);
+    free(c->url);
     free(c->self_id);
     free(c->key_id);
     free(c->server_id);
     yun_wipe(&c->key, sizeof c->key);
     free(c);
     return NULL;
+}
+
+int
+yun_bus_client_dup(const struct yun_bus_client *c, struct yun_bus_client **ret)
+{
+    struct yun_bus_client_options o = {
+        .url = c->url,
+        .self_id = c->self_id,
+        .key_id = c->key_id,
+        .key_epoch = c->key_epoch,
+        .key = &c->key,
+        .server_id = c->server_id,
+        .max_body = c->max_body,
+        .window_us = c->window_us,
+        .timeout_ms = c->timeout_ms,
+    };
+    return yun_bus_client_new(&o, ret);
 }
 
 static int

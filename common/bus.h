@@ -121,6 +121,11 @@ struct yun_bus_client_options {
 };
 
 int yun_bus_client_new(const struct yun_bus_client_options *opts, struct yun_bus_client **ret);
+/* A new client with the same options as 'c' (url, ids, key, limits,
+ * timeout) on a REQ socket of its own: a REQ socket carries one request at
+ * a time, so several of them keep several requests in flight (see
+ * yun_rpc_window in rpc.h). */
+int yun_bus_client_dup(const struct yun_bus_client *c, struct yun_bus_client **ret);
 struct yun_bus_client *yun_bus_client_free(struct yun_bus_client *c);
 
 /* Sends a sealed request and waits up to the timeout for its reply.

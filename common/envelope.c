@@ -10,8 +10,32 @@
 #include "cleanup.h"
 #include "envelope.h"
 #include "err.h"
+#include "pbwire.h"
 #include "util.h"
 #include "yun.pb-c.h"
+
+static size_t
+varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static size_t
+varint_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
 
 int
 yun_envelope_seal(const struct yun_key *key, const struct yun_envelope_out *out,
@@ -42,28 +66,28 @@ yun_envelope_seal(const struct yun_key *key, const struct yun_envelope_out *out,
     h.token.len = out->token ? out->token_size : 0;
     h.body_size = (uint32_t)body_size;
 
+    /* The Envelope is laid out here rather than by protobuf-c, so that
+     * the body is sealed straight into the message that goes out instead
+     * of into a buffer copied into it: field 1 (header) and field 2
+     * (sealed), length-delimited, in field order; reject (field 3) is 0
+     * and so absent, as proto3 packs it. */
     size_t hsize = yun__header__get_packed_size(&h);
     size_t ssize = body_size + YUN_TAG_SIZE;
-    _cleanup_free_ uint8_t *hbuf = malloc(hsize);
-    _cleanup_free_ uint8_t *sbuf = malloc(ssize);
-    if (!hbuf || !sbuf)
-        return -ENOMEM;
-    yun__header__pack(&h, hbuf);
-    r = yun_seal(key, nonce, hbuf, hsize, body, body_size, sbuf);
-    if (r < 0)
-        return r;
-
-    Yun__Envelope e = YUN__ENVELOPE__INIT;
-    e.header.data = hbuf;
-    e.header.len = hsize;
-    e.sealed.data = sbuf;
-    e.sealed.len = ssize;
-    size_t esize = yun__envelope__get_packed_size(&e);
-    uint8_t *buf = malloc(esize);
+    size_t esize = 1 + varint_size(hsize) + hsize + 1 + varint_size(ssize) + ssize;
+    _cleanup_free_ uint8_t *buf = malloc(esize);
     if (!buf)
         return -ENOMEM;
-    yun__envelope__pack(&e, buf);
-    *ret = buf;
+    uint8_t *p = buf;
+    *p++ = (1 << 3) | 2;
+    p += varint_put(p, hsize);
+    const uint8_t *hbuf = p;
+    p += yun__header__pack(&h, p);
+    *p++ = (2 << 3) | 2;
+    p += varint_put(p, ssize);
+    r = yun_seal(key, nonce, hbuf, hsize, body, body_size, p);
+    if (r < 0)
+        return r;
+    *ret = TAKE_PTR(buf);
     *ret_size = esize;
     return 0;
 }
@@ -116,17 +140,47 @@ field_for_log(const char *s, size_t max_len)
     return s && field_is_printable(s, max_len) ? s : NULL;
 }
 
-/* A failed parse keeps the header for the log line but drops the envelope,
- * so that yun_envelope_open() refuses it (-EINVAL) instead of trusting
- * sizes and a nonce that were never checked. */
+/* A failed parse keeps the header for the log line but drops the sealed
+ * part, so that yun_envelope_open() refuses it (-EINVAL) instead of
+ * trusting sizes and a nonce that were never checked. */
 static int
 parse_fail(struct yun_envelope_in *in, int r)
 {
-    if (in->env) {
-        yun__envelope__free_unpacked(in->env, NULL);
-        in->env = NULL;
-    }
+    in->env = NULL;
+    in->sealed = NULL;
+    in->sealed_size = 0;
     return r;
+}
+
+/* Finds the Envelope's fields in 'buf' without copying them (the sealed
+ * part is the whole message's size): as protobuf-c would decode it. */
+static int
+scan_envelope(const uint8_t *buf, size_t size, struct yun_envelope_in *in, int32_t *ret_reject)
+{
+    const uint8_t *p = buf, *end = buf + size;
+    struct pbwire_field f;
+    int32_t reject = 0;
+    int n;
+    while ((n = pbwire_next(&p, end, &f)) > 0) {
+        if (f.number == 1 || f.number == 2) {
+            if (f.wire_type != PBWIRE_LEN)
+                return -1;
+            if (f.number == 1) {
+                in->header = f.data;
+                in->header_size = f.size;
+            } else {
+                in->sealed = f.data;
+                in->sealed_size = f.size;
+            }
+        } else if (f.number == 3) {
+            if (f.wire_type != PBWIRE_VARINT)
+                return -1;
+            uint32_t z = (uint32_t)f.varint; /* sint32: zigzag in 32 bits */
+            reject = (int32_t)((z >> 1) ^ (~(z & 1) + 1));
+        }
+    }
+    *ret_reject = reject;
+    return n;
 }
 
 int
@@ -136,16 +190,23 @@ yun_envelope_parse(const void *buf, size_t size, size_t max_body, struct yun_env
     if (size > max_body + YUN_ENVELOPE_OVERHEAD)
         return YUN_E_TOOBIG;
 
-    Yun__Envelope *e = yun__envelope__unpack(NULL, size, buf);
-    if (!e)
+    int32_t reject = 0;
+    if (scan_envelope(buf, size, in, &reject) < 0) {
+        memset(in, 0, sizeof *in);
         return YUN_E_DECODE;
-    in->env = e;
+    }
+    in->env = buf;
+    /* Absent fields are empty, as protobuf-c leaves them. */
+    static const uint8_t empty[1];
+    if (!in->header)
+        in->header = empty;
+    if (!in->sealed)
+        in->sealed = empty;
 
-    if (e->reject != 0) {
+    if (reject != 0) {
         /* Only a code in yun's range is believable; anything else is noise. */
-        in->reject = e->reject > _YUN_E_LAST && e->reject < _YUN_E_FIRST ? e->reject
-                                                                         : YUN_E_DECODE;
-        Yun__Header *h = yun__header__unpack(NULL, e->header.len, e->header.data);
+        in->reject = reject > _YUN_E_LAST && reject < _YUN_E_FIRST ? reject : YUN_E_DECODE;
+        Yun__Header *h = yun__header__unpack(NULL, in->header_size, in->header);
         if (h) {
             in->hdr = h;
             in->request_id = field_for_log(h->request_id, YUN_REQUEST_ID_MAX);
@@ -153,7 +214,7 @@ yun_envelope_parse(const void *buf, size_t size, size_t max_body, struct yun_env
         return 0;
     }
 
-    Yun__Header *h = yun__header__unpack(NULL, e->header.len, e->header.data);
+    Yun__Header *h = yun__header__unpack(NULL, in->header_size, in->header);
     if (!h) {
         yun_envelope_in_done(in);
         return YUN_E_DECODE;
@@ -177,7 +238,7 @@ yun_envelope_parse(const void *buf, size_t size, size_t max_body, struct yun_env
         r = YUN_E_TOOBIG;
     else if (h->nonce.len != YUN_NONCE_SIZE || !in->sender || !*in->sender || !in->key_id ||
              !*in->key_id || !in->request_id ||
-             (size_t)h->body_size + YUN_TAG_SIZE != e->sealed.len)
+             (size_t)h->body_size + YUN_TAG_SIZE != in->sealed_size)
         r = YUN_E_DECODE;
     if (r < 0) {
         /* Keep the fields for the caller's log line, but say it failed. */
@@ -190,16 +251,15 @@ int
 yun_envelope_open(const struct yun_envelope_in *in, const struct yun_key *key, uint64_t now_us,
                   uint64_t window_us, uint8_t **ret_body, size_t *ret_size)
 {
-    const Yun__Envelope *e = in->env;
-    if (!e || !in->hdr || in->reject)
+    if (!in->env || !in->sealed || !in->hdr || in->reject)
         return -EINVAL;
     size_t plain = in->body_size;
     /* +1: malloc(0) may return NULL, and callers like a terminating byte. */
     _cleanup_free_ uint8_t *body = malloc(plain + 1);
     if (!body)
         return -ENOMEM;
-    int r = yun_open(key, in->nonce, e->header.data, e->header.len, e->sealed.data,
-                     e->sealed.len, body);
+    int r = yun_open(key, in->nonce, in->header, in->header_size, in->sealed, in->sealed_size,
+                     body);
     if (r < 0)
         return r;
     /* Checked after the seal, so that the timestamp is the sender's own. */
@@ -216,8 +276,6 @@ yun_envelope_in_done(struct yun_envelope_in *in)
 {
     if (in->hdr)
         yun__header__free_unpacked(in->hdr, NULL);
-    if (in->env)
-        yun__envelope__free_unpacked(in->env, NULL);
     memset(in, 0, sizeof *in);
 }
 
@@ -454,10 +512,9 @@ yun_replay_cache_get_reply(struct yun_replay_cache *c, const char *key_id,
     return 0;
 }
 
-int
-yun_replay_cache_put_reply(struct yun_replay_cache *c, const char *key_id,
-                           const char *request_id, const void *reply, size_t size,
-                           uint64_t now_us)
+static int
+put_reply(struct yun_replay_cache *c, const char *key_id, const char *request_id,
+          uint8_t **reply, size_t size, uint64_t now_us)
 {
     char key[2 * YUN_PEER_ID_MAX + YUN_REQUEST_ID_MAX + 4];
     size_t ks = reply_key(key_id, request_id, key, sizeof key);
@@ -475,12 +532,7 @@ yun_replay_cache_put_reply(struct yun_replay_cache *c, const char *key_id,
     struct reply_entry *e = calloc(1, sizeof *e + ks);
     if (!e)
         return -ENOMEM;
-    e->data = malloc(size ? size : 1);
-    if (!e->data) {
-        free(e);
-        return -ENOMEM;
-    }
-    memcpy(e->data, reply, size);
+    e->data = TAKE_PTR(*reply);
     memcpy(e->key, key, ks);
     e->key_size = ks;
     e->size = size;
@@ -498,6 +550,26 @@ yun_replay_cache_put_reply(struct yun_replay_cache *c, const char *key_id,
     c->rcount++;
     c->rbytes += size;
     return 0;
+}
+
+int
+yun_replay_cache_put_reply(struct yun_replay_cache *c, const char *key_id,
+                           const char *request_id, const void *reply, size_t size,
+                           uint64_t now_us)
+{
+    _cleanup_free_ uint8_t *copy = malloc(size ? size : 1);
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, reply, size);
+    return put_reply(c, key_id, request_id, &copy, size, now_us);
+}
+
+int
+yun_replay_cache_put_reply_take(struct yun_replay_cache *c, const char *key_id,
+                                const char *request_id, uint8_t **reply, size_t size,
+                                uint64_t now_us)
+{
+    return put_reply(c, key_id, request_id, reply, size, now_us);
 }
 
 size_t

@@ -32,9 +32,14 @@ struct yun_envelope_out {
     size_t token_size;
 };
 
-/* A parsed, not yet trusted, message. Strings point into 'hdr'. */
+/* A parsed, not yet trusted, message. Strings point into 'hdr'; 'env',
+ * 'header' and 'sealed' into the parsed buffer, which must outlive it. */
 struct yun_envelope_in {
-    void *env;              /* Yun__Envelope * */
+    const void *env;        /* the message; NULL after a failed parse */
+    const uint8_t *header;  /* the serialized Header (the seal's AAD) */
+    size_t header_size;
+    const uint8_t *sealed;  /* ciphertext and tag; NULL after a failed parse */
+    size_t sealed_size;
     void *hdr;              /* Yun__Header *, NULL for a reject notice */
     int reject;             /* != 0: an unsealed rejection notice (a yun_err) */
     uint32_t version;
@@ -63,7 +68,9 @@ int yun_envelope_reject(int code, const char *request_id, uint8_t **ret, size_t 
 /* Decodes 'buf' into 'in' without trusting it: YUN_E_TOOBIG when 'size' or
  * the announced body size exceed 'max_body', YUN_E_DECODE when it does not
  * decode or a field is malformed, YUN_E_VERSION for an unknown version.
- * On success the caller owns 'in' (yun_envelope_in_done). */
+ * On success the caller owns 'in' (yun_envelope_in_done); 'in' borrows
+ * 'buf' (no copy of the sealed part is made), so 'buf' must stay valid
+ * and unchanged until then. */
 int yun_envelope_parse(const void *buf, size_t size, size_t max_body,
                        struct yun_envelope_in *in);
 
@@ -103,6 +110,13 @@ int yun_replay_cache_get_reply(struct yun_replay_cache *c, const char *key_id,
 int yun_replay_cache_put_reply(struct yun_replay_cache *c, const char *key_id,
                                const char *request_id, const void *reply, size_t size,
                                uint64_t now_us);
+/* As yun_replay_cache_put_reply, without the copy: on success the cache
+ * takes the malloc'ed '*reply' and sets '*reply' to NULL; on failure
+ * '*reply' stays the caller's. The caller reads it afterwards only
+ * through yun_replay_cache_get_reply. */
+int yun_replay_cache_put_reply_take(struct yun_replay_cache *c, const char *key_id,
+                                    const char *request_id, uint8_t **reply, size_t size,
+                                    uint64_t now_us);
 /* Drops what fell out of the window. Called by the cache itself as it goes;
  * exposed for the daemon's cron. */
 void yun_replay_cache_expire(struct yun_replay_cache *c, uint64_t now_us);

@@ -1,12 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0
  * rpc.c: typed calls on the bus (see rpc.h). */
 #include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bus.h"
 #include "cleanup.h"
 #include "err.h"
+#include "loop.h"
+#include "pbwire.h"
 #include "rpc.h"
 
 static int
@@ -23,21 +27,47 @@ pack_message(const ProtobufCMessage *m, uint8_t **ret, size_t *ret_size)
     return 0;
 }
 
+static size_t
+varint_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
 int
 yun_rpc_pack_request(Yun__Op op, const ProtobufCMessage *req, uint64_t deadline_ms,
                      uint8_t **ret, size_t *ret_size)
 {
-    _cleanup_free_ uint8_t *payload = NULL;
-    size_t psize;
-    int r = pack_message(req, &payload, &psize);
-    if (r < 0)
-        return r;
-    Yun__Request q = YUN__REQUEST__INIT;
-    q.op = op;
-    q.payload.data = payload;
-    q.payload.len = psize;
-    q.deadline_ms = deadline_ms;
-    return pack_message(&q.base, ret, ret_size);
+    /* Request{op, payload, deadline_ms} is laid out by hand, the payload
+     * packed in place: packing it apart and then into the Request would
+     * copy an upload chunk once more. Field order and proto3's absent
+     * defaults, as protobuf-c packs it. */
+    size_t psize = req ? protobuf_c_message_get_packed_size(req) : 0;
+    uint8_t *buf = malloc(11 + 11 + psize + 11);
+    if (!buf)
+        return -ENOMEM;
+    uint8_t *p = buf;
+    if (op != 0) {
+        *p++ = (1 << 3) | 0;
+        p += varint_put(p, (uint64_t)(int64_t)(int32_t)op); /* an enum is an int32 */
+    }
+    if (psize) {
+        *p++ = (2 << 3) | 2;
+        p += varint_put(p, psize);
+        p += protobuf_c_message_pack(req, p);
+    }
+    if (deadline_ms) {
+        *p++ = (3 << 3) | 0;
+        p += varint_put(p, deadline_ms);
+    }
+    *ret = buf;
+    *ret_size = (size_t)(p - buf);
+    return 0;
 }
 
 int
@@ -60,9 +90,90 @@ yun_rpc_pack_reply(int error, const char *message, const ProtobufCMessage *paylo
 }
 
 int
+yun_rpc_scan_request(const uint8_t *body, size_t size, Yun__Request *ret)
+{
+    Yun__Request q = YUN__REQUEST__INIT;
+    const uint8_t *p = body, *end = body + size;
+    struct pbwire_field f;
+    int n;
+    while ((n = pbwire_next(&p, end, &f)) > 0) {
+        if (f.number == 1 || f.number == 3) {
+            if (f.wire_type != PBWIRE_VARINT)
+                return YUN_E_DECODE;
+            if (f.number == 1)
+                q.op = (Yun__Op)(int32_t)(uint32_t)f.varint; /* an enum is an int32 */
+            else
+                q.deadline_ms = f.varint;
+        } else if (f.number == 2) {
+            if (f.wire_type != PBWIRE_LEN)
+                return YUN_E_DECODE;
+            q.payload.data = (uint8_t *)f.data;
+            q.payload.len = f.size;
+        }
+    }
+    if (n < 0)
+        return YUN_E_DECODE;
+    *ret = q;
+    return 0;
+}
+
+/* A successful Reply's payload, in place: 1 when 'body' is one (error 0),
+ * 0 when it is not (an error, or anything protobuf-c should judge), -1
+ * when it does not decode. */
+static int
+scan_reply(const uint8_t *body, size_t size, const uint8_t **ret, size_t *ret_size)
+{
+    const uint8_t *p = body, *end = body + size;
+    const uint8_t *payload = NULL;
+    size_t payload_size = 0;
+    uint64_t error = 0;
+    struct pbwire_field f;
+    int n;
+    while ((n = pbwire_next(&p, end, &f)) > 0) {
+        if (f.number == 1) {
+            if (f.wire_type != PBWIRE_VARINT)
+                return -1;
+            error = (uint32_t)f.varint;
+        } else if (f.number == 2 || f.number == 3) {
+            if (f.wire_type != PBWIRE_LEN)
+                return -1;
+            if (f.number == 3) {
+                payload = f.data;
+                payload_size = f.size;
+            }
+        }
+    }
+    if (n < 0)
+        return -1;
+    if (error != 0)
+        return 0;
+    *ret = payload;
+    *ret_size = payload_size;
+    return 1;
+}
+
+int
 yun_rpc_unpack_reply(const uint8_t *body, size_t size, const ProtobufCMessageDescriptor *desc,
                      ProtobufCMessage **ret, char **ret_errmsg)
 {
+    /* A success (an image chunk) is decoded from its place in 'body';
+     * protobuf-c would copy its payload first. */
+    const uint8_t *payload = NULL;
+    size_t payload_size = 0;
+    int k = scan_reply(body, size, &payload, &payload_size);
+    if (k < 0)
+        return YUN_E_DECODE;
+    if (k > 0) {
+        if (desc && ret) {
+            static const uint8_t empty[1];
+            ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, payload_size,
+                                                            payload ? payload : empty);
+            if (!m)
+                return YUN_E_DECODE;
+            *ret = m;
+        }
+        return 0;
+    }
     Yun__Reply *y = yun__reply__unpack(NULL, size, body);
     if (!y)
         return YUN_E_DECODE;
@@ -116,4 +227,135 @@ yun_rpc_call(struct yun_bus_client *c, Yun__Op op, const ProtobufCMessage *req,
              char **ret_errmsg)
 {
     return yun_rpc_call_full(c, NULL, NULL, 0, op, req, reply_desc, ret_reply, ret_errmsg);
+}
+
+/* ---- a window of calls in flight ---- */
+
+struct rpc_slot {
+    struct yun_bus_client *client;
+    bool busy;              /* a call was sent and its reply not taken */
+    int64_t deadline_ms;
+};
+
+struct yun_rpc_window {
+    unsigned depth;
+    int timeout_ms;
+    struct rpc_slot slots[];
+};
+
+int
+yun_rpc_window_new(const struct yun_bus_client *c, unsigned depth, int timeout_ms,
+                   struct yun_rpc_window **ret)
+{
+    if (!c || depth == 0 || depth > 64 || timeout_ms <= 0 || !ret)
+        return -EINVAL;
+    struct yun_rpc_window *w = calloc(1, sizeof *w + depth * sizeof w->slots[0]);
+    if (!w)
+        return -ENOMEM;
+    w->depth = depth;
+    w->timeout_ms = timeout_ms;
+    for (unsigned i = 0; i < depth; i++) {
+        int r = yun_bus_client_dup(c, &w->slots[i].client);
+        if (r < 0) {
+            yun_rpc_window_free(w);
+            return r;
+        }
+    }
+    *ret = w;
+    return 0;
+}
+
+struct yun_rpc_window *
+yun_rpc_window_free(struct yun_rpc_window *w)
+{
+    if (!w)
+        return NULL;
+    for (unsigned i = 0; i < w->depth; i++)
+        yun_bus_client_free(w->slots[i].client);
+    free(w);
+    return NULL;
+}
+
+unsigned
+yun_rpc_window_depth(const struct yun_rpc_window *w)
+{
+    return w->depth;
+}
+
+/* Waits until 'fd' is readable or 'deadline_ms' passes. */
+static int
+wait_readable(int fd, int64_t deadline_ms)
+{
+    for (;;) {
+        int64_t left = deadline_ms - yun_now_ms();
+        if (left <= 0)
+            return YUN_E_UNREACHABLE;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int n = poll(&p, 1, left > INT32_MAX ? INT32_MAX : (int)left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n > 0)
+            return 0;
+    }
+}
+
+int
+yun_rpc_window_send(struct yun_rpc_window *w, unsigned slot, const void *token,
+                    size_t token_size, Yun__Op op, const ProtobufCMessage *req)
+{
+    if (slot >= w->depth)
+        return -EINVAL;
+    struct rpc_slot *s = &w->slots[slot];
+    if (s->busy)
+        return -EBUSY;
+    _cleanup_free_ uint8_t *body = NULL;
+    size_t size;
+    int r = yun_rpc_pack_request(op, req, 0, &body, &size);
+    if (r < 0)
+        return r;
+    s->deadline_ms = yun_now_ms() + w->timeout_ms;
+    for (;;) {
+        /* -EAGAIN only while a new socket is still connecting. */
+        r = yun_bus_client_send(s->client, NULL, token, token_size, body, size);
+        if (r != -EAGAIN)
+            break;
+        if (yun_now_ms() >= s->deadline_ms)
+            return YUN_E_UNREACHABLE;
+        (void)poll(NULL, 0, 1);
+    }
+    if (r < 0)
+        return r;
+    s->busy = true;
+    return 0;
+}
+
+int
+yun_rpc_window_recv(struct yun_rpc_window *w, unsigned slot,
+                    const ProtobufCMessageDescriptor *reply_desc, ProtobufCMessage **ret_reply,
+                    char **ret_errmsg)
+{
+    if (slot >= w->depth || !w->slots[slot].busy)
+        return -EINVAL;
+    struct rpc_slot *s = &w->slots[slot];
+    int fd = yun_bus_client_fd(s->client);
+    _cleanup_free_ uint8_t *reply = NULL;
+    size_t reply_size = 0;
+    int r = fd < 0 ? fd : 0;
+    while (r >= 0) {
+        r = yun_bus_client_recv(s->client, &reply, &reply_size);
+        if (r != -EAGAIN)
+            break;
+        r = wait_readable(fd, s->deadline_ms);
+    }
+    /* Whatever came, the slot is free again: a later send on a REQ
+     * socket abandons a call that never got its reply. */
+    s->busy = false;
+    if (r < 0) {
+        if (ret_errmsg)
+            *ret_errmsg = strdup(yun_strerror(r));
+        return r;
+    }
+    return yun_rpc_unpack_reply(reply, reply_size, reply_desc, ret_reply, ret_errmsg);
 }

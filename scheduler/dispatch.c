@@ -350,6 +350,7 @@ sched_call_reply(struct sched_call *call, const ProtobufCMessage *reply)
     protobuf_c_message_pack(reply, buf);
     free(call->payload);
     call->payload = buf;
+    call->payload_offset = 0;
     call->payload_size = size;
     return 0;
 }
@@ -357,8 +358,29 @@ sched_call_reply(struct sched_call *call, const ProtobufCMessage *reply)
 void
 sched_call_reply_take(struct sched_call *call, uint8_t *payload, size_t size)
 {
+    sched_call_reply_take_at(call, payload, 0, size);
+}
+
+/* The Reply's field 3 (payload) tag and length: what a successful reply
+ * holds besides its payload (error 0 and an empty message are absent in
+ * proto3). */
+size_t
+sched_call_reply_headroom(size_t size)
+{
+    size_t n = 2;
+    while (size >= 0x80) {
+        size >>= 7;
+        n++;
+    }
+    return n;
+}
+
+void
+sched_call_reply_take_at(struct sched_call *call, uint8_t *buf, size_t offset, size_t size)
+{
     free(call->payload);
-    call->payload = payload;
+    call->payload = buf;
+    call->payload_offset = offset;
     call->payload_size = size;
 }
 
@@ -387,13 +409,31 @@ sched_ping(struct sched_call *call, const ProtobufCMessage *req)
 }
 
 static int
-pack_reply(const struct sched_call *call, uint8_t **ret, size_t *ret_size)
+pack_reply(struct sched_call *call, uint8_t **ret, size_t *ret_size)
 {
+    size_t head = call->payload_offset;
+    if (call->error == 0 && (!call->error_message || !*call->error_message) && call->payload &&
+        call->payload_size && !call->wipe_payload &&
+        head == sched_call_reply_headroom(call->payload_size)) {
+        /* Framed in place: Reply{payload} is field 3's tag and length
+         * right before the payload. */
+        uint8_t *p = call->payload;
+        size_t v = call->payload_size;
+        *p++ = (3 << 3) | 2;
+        while (v >= 0x80) {
+            *p++ = (uint8_t)(v | 0x80);
+            v >>= 7;
+        }
+        *p = (uint8_t)v;
+        *ret = TAKE_PTR(call->payload);
+        *ret_size = head + call->payload_size;
+        return 0;
+    }
     Yun__Reply y = YUN__REPLY__INIT;
     y.error = call->error;
     y.error_message = call->error_message ? call->error_message : (char *)"";
     if (call->error == 0 || call->reply_on_error) {
-        y.payload.data = call->payload;
+        y.payload.data = call->payload ? call->payload + head : NULL;
         y.payload.len = call->payload_size;
     }
     size_t size = yun__reply__get_packed_size(&y);
@@ -639,7 +679,8 @@ sched_dispatch(const struct yun_bus_peer *peer, const uint8_t *body, size_t size
     const char *target = "";
     int r;
 
-    Yun__Request *q = yun__request__unpack(NULL, size, body);
+    /* Decoded in place: an upload chunk's payload is not copied. */
+    Yun__Request req, *q = yun_rpc_scan_request(body, size, &req) == 0 ? &req : NULL;
     if (!q) {
         sched_call_error(&call, YUN_E_DECODE, "The request body does not decode.");
         goto reply;
@@ -670,7 +711,6 @@ sched_dispatch(const struct yun_bus_peer *peer, const uint8_t *body, size_t size
     if (call.deferred) {
         /* The work continues on the pool; deferred_done() answers. */
         protobuf_c_message_free_unpacked(msg, NULL);
-        yun__request__free_unpacked(q, NULL);
         free(call.error_message);
         free(call.payload);
         yun_wipe(&token, sizeof token);
@@ -683,8 +723,6 @@ reply:
     r = finish_call(&call, op, target, ret_reply, ret_size);
     if (msg)
         protobuf_c_message_free_unpacked(msg, NULL);
-    if (q)
-        yun__request__free_unpacked(q, NULL);
     yun_wipe(&token, sizeof token);
     return r;
 }

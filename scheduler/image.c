@@ -107,6 +107,11 @@ struct image_session {
     char disk_format[8];
     struct sched_image_writer *writer;  /* NULL once committed or aborted */
     struct yun_digest *digest;
+    /* The chunk the digest's helpers are hashing, a copy of the request's
+     * data: they hash it while the loop answers and takes the next chunk,
+     * which waits for them before it is posted. Freed after the digest. */
+    uint8_t *hash_buf;
+    size_t hash_buf_size;
     struct yun_imgfmt_inspector *insp;
     uint64_t received;                  /* bytes accepted so far */
     int64_t last_ms;                    /* CLOCK_MONOTONIC of the last chunk */
@@ -679,7 +684,8 @@ session_free(struct sched_images *im, struct image_session *se)
         }
     if (se->writer)
         se->writer->store->ops->abort(se->writer);
-    yun_digest_free(se->digest);
+    yun_digest_free(se->digest); /* waits for a chunk still being hashed */
+    free(se->hash_buf);
     yun_imgfmt_inspector_free(se->insp);
     free(se->dead_reason);
     free(se);
@@ -894,7 +900,9 @@ upload_finish(struct sched_call *call, struct image_session *se)
     struct sched *s = call->s;
     struct sched_images *im = s->images;
     struct yun_digest_result dg;
-    int r = yun_digest_final(se->digest, &dg);
+    int r = yun_digest_update_wait(se->digest);
+    if (r >= 0)
+        r = yun_digest_final(se->digest, &dg);
     if (r < 0)
         return session_kill(s, se, call, r, "Cannot hash the bytes of image '%s'.", se->id);
     if (se->expected_size && se->received != se->expected_size)
@@ -1029,16 +1037,28 @@ image_upload(struct sched_call *call, const Yun__ImageUploadRequest *q)
                                                 YUN_IMGFMT_REJECT_TOO_LARGE),
                             s->cfg.image_max_virtual_size_gb);
     if (len) {
-        /* The helpers hash the chunk while this thread stores and
-         * inspects it: all three only read the request's buffer, which
-         * outlives the wait. */
-        r = yun_digest_update_start(se->digest, q->data.data, len);
+        /* Hashing is the slowest step: the helpers hash this chunk, from
+         * a copy, until the next chunk comes, while this thread stores and
+         * inspects it, answers, and opens and decodes the next request.
+         * The previous chunk's hash must end first (one chunk at a time).
+         * A hash failure (never seen in practice) is found then, or by
+         * the last chunk, before anything is judged or made active. */
+        r = yun_digest_update_wait(se->digest);
+        if (r >= 0 && se->hash_buf_size < len) {
+            free(se->hash_buf);
+            se->hash_buf = malloc(len);
+            se->hash_buf_size = se->hash_buf ? len : 0;
+            if (!se->hash_buf)
+                r = -ENOMEM;
+        }
+        if (r >= 0) {
+            memcpy(se->hash_buf, q->data.data, len);
+            r = yun_digest_update_start(se->digest, se->hash_buf, len);
+        }
         int w = r < 0 ? 0 : im->store->ops->write(se->writer, se->received, q->data.data, len);
         int f = r < 0 || w < 0 ? 0 : yun_imgfmt_feed(se->insp, q->data.data, len);
-        int h = yun_digest_update_wait(se->digest);
-        if (r < 0 || h < 0)
-            return session_kill(s, se, call, r < 0 ? r : h,
-                                "Cannot hash the bytes of image '%s'.", se->id);
+        if (r < 0)
+            return session_kill(s, se, call, r, "Cannot hash the bytes of image '%s'.", se->id);
         if (w < 0)
             return session_kill(s, se, call, w, "Cannot store the bytes of image '%s': %s.",
                                 se->id, yun_strerror(w));
@@ -1174,9 +1194,13 @@ image_download(struct sched_call *call, const Yun__ImageDownloadRequest *q)
     y.eof = q->offset + n == size;
     size_t rest = yun__image_download_reply__get_packed_size(&y);
     size_t head = n ? 1 + varint_size(n) : 0;
-    _cleanup_free_ uint8_t *buf = malloc(head + n + rest + 1);
-    if (!buf)
+    /* With room before it for the Reply's own framing: the bus seals
+     * this very buffer. */
+    size_t room = sched_call_reply_headroom(head + n + rest);
+    _cleanup_free_ uint8_t *alloc = malloc(room + head + n + rest + 1);
+    if (!alloc)
         return -ENOMEM;
+    uint8_t *buf = alloc + room;
     if (n) {
         buf[0] = (1 << 3) | 2; /* field 1, length-delimited */
         varint_put(buf + 1, n);
@@ -1189,7 +1213,7 @@ image_download(struct sched_call *call, const Yun__ImageDownloadRequest *q)
         }
     }
     yun__image_download_reply__pack(&y, buf + head + n);
-    sched_call_reply_take(call, TAKE_PTR(buf), head + n + rest);
+    sched_call_reply_take_at(call, TAKE_PTR(alloc), room, head + n + rest);
     return 0;
 }
 

@@ -178,7 +178,8 @@ struct sched_call {
     bool wipe_payload;           /* the reply holds a secret: wipe it after sending */
     int error;
     char *error_message;
-    uint8_t *payload;
+    uint8_t *payload;            /* malloc'ed; the reply starts at payload_offset */
+    size_t payload_offset;
     size_t payload_size;
     bool reply_on_error;         /* send 'payload' along with the error */
     bool audited;                /* the handler wrote this call's audit record */
@@ -187,6 +188,15 @@ int sched_call_reply(struct sched_call *call, const ProtobufCMessage *reply);
 /* Takes 'payload' (malloc'ed, already packed) as the reply: for handlers
  * that build their reply in place, such as image downloads. */
 void sched_call_reply_take(struct sched_call *call, uint8_t *payload, size_t size);
+/* As sched_call_reply_take, for a reply packed 'offset' bytes into the
+ * malloc'ed 'buf': with 'offset' = sched_call_reply_headroom(size) the
+ * Reply that carries it is framed in place, without copying the payload
+ * (an image chunk). */
+void sched_call_reply_take_at(struct sched_call *call, uint8_t *buf, size_t offset,
+                              size_t size);
+/* The room a payload of 'size' bytes needs before it to be framed in
+ * place. */
+size_t sched_call_reply_headroom(size_t size);
 int sched_call_error(struct sched_call *call, int r, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

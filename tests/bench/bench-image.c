@@ -7,7 +7,11 @@
  *   - upload and download throughput of a 1 GiB raw image through a real
  *     yun-scheduler on loopback, over the bus in sealed chunks exactly as
  *     `yun image create` and `yun image download` move them (rpc layer, no
- *     terminal), with the CPU seconds the scheduler and the client spent;
+ *     terminal, no file written or hashed), with the CPU seconds the
+ *     scheduler and the client spent;
+ *   - the same through the yun binary itself: `yun image create --file`
+ *     and `yun image download --file`, which writes the file and checks
+ *     its sha512 (that hashing, ~0.5 GB/s on one core, bounds it);
  *   - upload speed as a fraction of the one-pass hash limit (and of the
  *     two-thread limit, min(md5, sha512), since common/digest.c hashes MD5
  *     on a helper thread), and the targets: upload >= 700 MB/s, download
@@ -16,6 +20,7 @@
  * first bytes changed for every MiB) and every run's record is checked
  * against the MD5 and SHA-512 computed while making it.
  * Usage: bench-image [--build DIR] [--size MIB] [--runs N] [--chunk-size BYTES]
+ *                    [--depth N] (download chunks in flight, as the CLI: 4)
  * A benchmark, not a test: it asserts nothing but the data's integrity. MB
  * are 10^6 bytes. */
 #include <errno.h>
@@ -42,6 +47,7 @@
 #include "keyfile.h"
 #include "rpc.h"
 #include "util.h"
+#include "identity.pb-c.h"
 #include "image.pb-c.h"
 
 #define MIB (1u << 20)
@@ -57,6 +63,7 @@ now_s(void)
 /* What to undo on any exit: the scheduler and the temp dir. */
 static pid_t sched_pid = -1;
 static char temp_dir[64];
+static const char *build_dir = ".";
 
 static void
 cleanup(void)
@@ -245,12 +252,15 @@ connect_client(const char *key_file, int timeout_ms, size_t max_body)
     return c;
 }
 
+/* The admin's token, as `yun login` keeps it: every image call sends it. */
+static char *token;
+
 static int
 call(struct yun_bus_client *c, Yun__Op op, const ProtobufCMessage *q,
      const ProtobufCMessageDescriptor *d, ProtobufCMessage **ret)
 {
     _cleanup_free_ char *msg = NULL;
-    int r = yun_rpc_call(c, op, q, d, ret, &msg);
+    int r = yun_rpc_call_full(c, NULL, token, token ? strlen(token) : 0, op, q, d, ret, &msg);
     if (r < 0)
         fprintf(stderr, "bench-image: op %d: %s (%s)\n", (int)op, msg ? msg : "",
                 yun_errname(r));
@@ -259,6 +269,7 @@ call(struct yun_bus_client *c, Yun__Op op, const ProtobufCMessage *q,
 
 struct result {
     double up, down;              /* MB/s */
+    double cli_up, cli_down;      /* MB/s of `yun image create --file`, `yun image download` */
     double commit_ms;             /* the last upload chunk: verify and make durable */
     double up_sched_cpu, up_self_cpu, down_sched_cpu, down_self_cpu; /* seconds */
 };
@@ -267,7 +278,7 @@ struct result {
  * it all, delete. */
 static int
 one_run(struct yun_bus_client *c, pid_t sched, int run_no, const char *path, uint64_t size,
-        size_t chunk, const char *md5_hex, const char *sha_hex, struct result *res)
+        size_t chunk, unsigned depth, const char *md5_hex, const char *sha_hex, struct result *res)
 {
     char name[32];
     snprintf(name, sizeof name, "bench-%d", run_no);
@@ -326,18 +337,35 @@ one_run(struct yun_bus_client *c, pid_t sched, int run_no, const char *path, uin
     }
     protobuf_c_message_free_unpacked(&last->base, NULL);
 
-    uint64_t got = 0;
+    /* As `yun image download` does: 'depth' chunks in flight, one per
+     * REQ socket, taken back in offset order (slot k % depth). */
+    struct yun_rpc_window *win = NULL;
+    int r = yun_rpc_window_new(c, depth, 60000, &win);
+    if (r < 0)
+        die("window", r);
+    uint64_t got = 0, next = 0;
+    uint64_t nchunks = (size + chunk - 1) / chunk;
     s0 = cpu_of(sched);
     c0 = self_cpu();
     t0 = now_s();
-    for (bool eof = false; !eof;) {
+    for (uint64_t k = 0; k < nchunks && k < depth; k++, next += chunk) {
         Yun__ImageDownloadRequest q = YUN__IMAGE_DOWNLOAD_REQUEST__INIT;
         q.image = id;
-        q.offset = got;
+        q.offset = next;
         q.length = (uint32_t)chunk;
-        if (call(c, YUN__OP__OP_IMAGE_DOWNLOAD, &q.base, &yun__image_download_reply__descriptor,
-                 &m) < 0)
+        r = yun_rpc_window_send(win, (unsigned)k, token, strlen(token),
+                                YUN__OP__OP_IMAGE_DOWNLOAD, &q.base);
+        if (r < 0)
+            die("download", r);
+    }
+    for (uint64_t k = 0; k < nchunks; k++) {
+        unsigned slot = (unsigned)(k % depth);
+        _cleanup_free_ char *msg = NULL;
+        r = yun_rpc_window_recv(win, slot, &yun__image_download_reply__descriptor, &m, &msg);
+        if (r < 0) {
+            fprintf(stderr, "bench-image: download: %s\n", msg ? msg : yun_strerror(r));
             return -1;
+        }
         Yun__ImageDownloadReply *y = (Yun__ImageDownloadReply *)m;
         if (y->offset != got || (y->data.len == 0 && !y->eof)) {
             fprintf(stderr, "bench-image: download went wrong at offset %llu\n",
@@ -345,9 +373,20 @@ one_run(struct yun_bus_client *c, pid_t sched, int run_no, const char *path, uin
             return -1;
         }
         got += y->data.len;
-        eof = y->eof || got >= y->size;
         protobuf_c_message_free_unpacked(m, NULL);
+        if (next < size) {
+            Yun__ImageDownloadRequest q = YUN__IMAGE_DOWNLOAD_REQUEST__INIT;
+            q.image = id;
+            q.offset = next;
+            q.length = (uint32_t)chunk;
+            r = yun_rpc_window_send(win, slot, token, strlen(token),
+                                    YUN__OP__OP_IMAGE_DOWNLOAD, &q.base);
+            if (r < 0)
+                die("download", r);
+            next += chunk;
+        }
     }
+    win = yun_rpc_window_free(win);
     t1 = now_s();
     res->down = (double)got / (t1 - t0) / 1e6;
     res->down_sched_cpu = cpu_of(sched) - s0;
@@ -358,6 +397,29 @@ one_run(struct yun_bus_client *c, pid_t sched, int run_no, const char *path, uin
         return -1;
     }
     free(buf);
+
+    /* The same through the yun CLI, as a user runs it: a download to a
+     * file, checked against the image's sha512 by the CLI; an upload of
+     * the same file as a new image (create, then the chunks). */
+    char cmd[2048], out[600];
+    snprintf(out, sizeof out, "%s/out.raw", temp_dir);
+    snprintf(cmd, sizeof cmd, "%s/cli/yun --timeout 120 image download %s --file %s",
+             build_dir, id, out);
+    t0 = now_s();
+    if (run(cmd) != 0)
+        return -1;
+    res->cli_down = (double)size / (now_s() - t0) / 1e6;
+    (void)unlink(out);
+    snprintf(cmd, sizeof cmd,
+             "%s/cli/yun --timeout 120 -f value -c id image create --disk-format raw "
+             "--file %s cli-%d >/dev/null", build_dir, path, run_no);
+    t0 = now_s();
+    if (run(cmd) != 0)
+        return -1;
+    res->cli_up = (double)size / (now_s() - t0) / 1e6;
+    snprintf(cmd, sizeof cmd, "%s/cli/yun image delete cli-%d", build_dir, run_no);
+    if (run(cmd) != 0)
+        return -1;
 
     Yun__ImageRef dq = YUN__IMAGE_REF__INIT;
     dq.image = id;
@@ -387,7 +449,9 @@ main(int argc, char **argv)
     unsigned mib = 1024;
     int runs = 3;
     uint32_t chunk = MIB;
+    unsigned depth = 4;
     static const struct option opts[] = {
+        { "depth", required_argument, NULL, 'd' },
         { "build", required_argument, NULL, 'b' },
         { "size", required_argument, NULL, 's' },
         { "runs", required_argument, NULL, 'r' },
@@ -405,14 +469,17 @@ main(int argc, char **argv)
             runs = (int)v;
         else if (c == 'c' && yun_safe_atou32(optarg, &v) == 0 && v >= 4096)
             chunk = v;
+        else if (c == 'd' && yun_safe_atou32(optarg, &v) == 0 && v >= 1 && v <= 64)
+            depth = v;
         else {
             fprintf(stderr, "Usage: bench-image [--build DIR] [--size MIB] [--runs N] "
-                            "[--chunk-size BYTES]\n");
+                            "[--chunk-size BYTES] [--depth N]\n");
             return 2;
         }
     }
     if (!build)
         build = ".";
+    build_dir = build;
     signal(SIGPIPE, SIG_IGN);
     /* As the yun CLI does (cli/main.c): 1 MiB message buffers stay on the
      * heap instead of a fresh mmap, and its page faults, per chunk. */
@@ -440,11 +507,12 @@ main(int argc, char **argv)
         die("mkdtemp", -errno);
     snprintf(temp_dir, sizeof temp_dir, "%s", dir);
     atexit(cleanup);
-    char path[600], conf[600], log[600], key[600], cmd[4096];
+    char path[600], conf[600], log[600], key[600], pw[600], cmd[4096];
     snprintf(path, sizeof path, "%s/image.raw", dir);
     snprintf(conf, sizeof conf, "%s/scheduler.conf", dir);
     snprintf(log, sizeof log, "%s/scheduler.log", dir);
     snprintf(key, sizeof key, "%s/bench.key", dir);
+    snprintf(pw, sizeof pw, "%s/admin.password", dir);
     uint64_t size = (uint64_t)mib * MIB;
     char md5_hex[33], sha_hex[129];
     double t0 = now_s();
@@ -464,7 +532,14 @@ main(int argc, char **argv)
             "max_virtual_size_gb = %u\n",
             port, dir, dir, log, max_msg, chunk, mib / 1024 + 2);
     fclose(f);
-    snprintf(cmd, sizeof cmd, "%s/scheduler/yun-scheduler -c %s init >/dev/null", build, conf);
+    f = fopen(pw, "we");
+    if (!f)
+        die(pw, -errno);
+    fprintf(f, "bench-%d-password\n", (int)getpid());
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "%s/scheduler/yun-scheduler -c %s init --admin-password-file %s >/dev/null", build,
+             conf, pw);
     if (run(cmd) != 0)
         die("yun-scheduler init", 0);
     snprintf(cmd, sizeof cmd,
@@ -497,27 +572,59 @@ main(int argc, char **argv)
         if (i == 20)
             die("the scheduler does not answer", YUN_E_UNREACHABLE);
     }
+    /* Log in as the admin, as `yun login` does: image calls need a token. */
+    {
+        char password[64];
+        snprintf(password, sizeof password, "bench-%d-password", (int)getpid());
+        Yun__LoginRequest q = YUN__LOGIN_REQUEST__INIT;
+        q.user = (char *)"admin";
+        q.password = password;
+        ProtobufCMessage *m = NULL;
+        yun_bus_client_free(cl);
+        cl = connect_client(key, 20000, max_msg);
+        if (call(cl, YUN__OP__OP_LOGIN, &q.base, &yun__login_reply__descriptor, &m) < 0)
+            die("login", 0);
+        token = strdup(((Yun__LoginReply *)m)->token);
+        protobuf_c_message_free_unpacked(m, NULL);
+        if (!token)
+            die("login", -ENOMEM);
+    }
+    /* The CLI logs in once and keeps its token in its own config dir. */
+    char cli_dir[600];
+    snprintf(cli_dir, sizeof cli_dir, "%s/cli", dir);
+    setenv("YUN_CONFIG_DIR", cli_dir, 1);
+    setenv("YUN_KEY_FILE", key, 1);
+    snprintf(cmd, sizeof cmd, "%s/cli/yun login --user admin --password-file %s >/dev/null",
+             build, pw);
+    if (run(cmd) != 0)
+        die("yun login", 0);
     yun_bus_client_free(cl);
     /* The last chunk of an upload verifies and makes the image durable. */
     cl = connect_client(key, 60000, max_msg);
 
-    printf("== %u MiB through yun-scheduler on loopback, %u-byte chunks (MB/s; CPU s)\n", mib,
-           chunk);
+    printf("== %u MiB through yun-scheduler on loopback, %u-byte chunks, %u downloads in "
+           "flight (MB/s; CPU s)\n", mib, chunk, depth);
     double *ups = calloc((size_t)runs, sizeof *ups), *downs = calloc((size_t)runs, sizeof *downs);
+    double *cli_ups = calloc((size_t)runs, sizeof *ups);
+    double *cli_downs = calloc((size_t)runs, sizeof *downs);
     int ok = 0, rc = 0;
     for (int i = 0; i < runs; i++) {
         struct result res = { 0 };
-        if (one_run(cl, sched, i, path, size, chunk, md5_hex, sha_hex, &res) < 0) {
+        if (one_run(cl, sched, i, path, size, chunk, depth, md5_hex, sha_hex, &res) < 0) {
             rc = 1;
             break;
         }
         printf("run %d: upload %7.1f MB/s (scheduler %.2f, client %.2f CPU s; last chunk "
-               "%.0f ms)   download %7.1f MB/s (scheduler %.2f, client %.2f CPU s)\n",
+               "%.0f ms)   download %7.1f MB/s (scheduler %.2f, client %.2f CPU s)\n"
+               "       yun CLI: image create --file %7.1f MB/s   image download --file "
+               "(sha512 checked) %7.1f MB/s\n",
                i + 1, res.up, res.up_sched_cpu, res.up_self_cpu, res.commit_ms, res.down,
-               res.down_sched_cpu, res.down_self_cpu);
+               res.down_sched_cpu, res.down_self_cpu, res.cli_up, res.cli_down);
         fflush(stdout);
         ups[ok] = res.up;
         downs[ok] = res.down;
+        cli_ups[ok] = res.cli_up;
+        cli_downs[ok] = res.cli_down;
         ok++;
     }
     if (ok > 0) {
@@ -527,6 +634,8 @@ main(int argc, char **argv)
                up >= 700 ? "met" : "NOT met");
         printf("download %7.1f MB/s   target >= 1900 MB/s: %s\n", down,
                down >= 1900 ? "met" : "NOT met");
+        printf("yun CLI: image create --file %7.1f MB/s, image download --file (sha512 "
+               "checked) %7.1f MB/s\n", median(cli_ups, ok), median(cli_downs, ok));
         if (os_both > 0)
             printf("upload / one-pass md5+sha512 limit (openssl speed, %.1f MB/s): %.2f\n",
                    os_both, up / os_both);
@@ -541,6 +650,8 @@ main(int argc, char **argv)
     }
     free(ups);
     free(downs);
+    free(cli_ups);
+    free(cli_downs);
 
     yun_bus_client_free(cl);
     if (rc) {

@@ -735,6 +735,84 @@ test_rpc(void **state)
     yun_bus_client_free(c);
 }
 
+/* yun_rpc_window: several calls in flight on their own sockets, each
+ * reply taken from the slot that carried its call, in any order. */
+struct window_run {
+    struct yun_bus_client *client;
+    int failures;              /* assertions are counted, not raised, off the main thread */
+    atomic_bool done;
+};
+
+static void *
+window_thread(void *arg)
+{
+    struct window_run *w = arg;
+    struct yun_rpc_window *win = NULL;
+    if (yun_rpc_window_new(w->client, 3, 5000, &win) < 0 || yun_rpc_window_depth(win) != 3) {
+        w->failures++;
+        goto out;
+    }
+    char data[3][8];
+    for (unsigned i = 0; i < 3; i++) {
+        snprintf(data[i], sizeof data[i], "slot-%u", i);
+        Yun__PingRequest pq = YUN__PING_REQUEST__INIT;
+        pq.data.data = (uint8_t *)data[i];
+        pq.data.len = strlen(data[i]);
+        if (yun_rpc_window_send(win, i, NULL, 0, YUN__OP__OP_PING, &pq.base) != 0)
+            w->failures++;
+    }
+    /* A busy slot takes no second call; a slot without one has no reply. */
+    Yun__PingRequest busy = YUN__PING_REQUEST__INIT;
+    if (yun_rpc_window_send(win, 1, NULL, 0, YUN__OP__OP_PING, &busy.base) != -EBUSY)
+        w->failures++;
+    if (yun_rpc_window_send(win, 3, NULL, 0, YUN__OP__OP_PING, &busy.base) != -EINVAL)
+        w->failures++;
+    static const unsigned order[] = { 2, 0, 1 };
+    for (unsigned k = 0; k < 3; k++) {
+        unsigned i = order[k];
+        ProtobufCMessage *m = NULL;
+        if (yun_rpc_window_recv(win, i, &yun__ping_reply__descriptor, &m, NULL) != 0 || !m) {
+            w->failures++;
+            continue;
+        }
+        Yun__PingReply *pr = (Yun__PingReply *)m;
+        if (pr->data.len != strlen(data[i]) || memcmp(pr->data.data, data[i], pr->data.len))
+            w->failures++;
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    if (yun_rpc_window_recv(win, 0, &yun__ping_reply__descriptor, NULL, NULL) != -EINVAL)
+        w->failures++;
+    /* A slot carries the next call; errors come back with their sentence. */
+    char *msg = NULL;
+    if (yun_rpc_window_send(win, 0, NULL, 0, YUN__OP__OP_HOST_SHOW, NULL) != 0 ||
+        yun_rpc_window_recv(win, 0, &yun__ping_reply__descriptor, NULL, &msg) != YUN_E_NOHOST ||
+        !msg || strcmp(msg, "Host 'n9' is not known.") != 0)
+        w->failures++;
+    free(msg);
+out:
+    yun_rpc_window_free(win);
+    atomic_store(&w->done, true);
+    return NULL;
+}
+
+static void
+test_rpc_window(void **state)
+{
+    struct fixture *f = *state;
+    struct window_run w = { .client = client_new(f->url, "alice", 1, test_secret, 0) };
+    atomic_store(&w.done, false);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, window_thread, &w), 0);
+    int64_t deadline = yun_now_ms() + PUMP_LIMIT_MS;
+    while (!atomic_load(&w.done) && yun_now_ms() < deadline)
+        assert_true(yun_loop_run_once(f->loop, 10) >= 0);
+    assert_true(atomic_load(&w.done));
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(w.failures, 0);
+    assert_int_equal(f->serve_calls, 4);
+    yun_bus_client_free(w.client);
+}
+
 static void
 test_many_calls(void **state)
 {
@@ -1010,6 +1088,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_too_big, setup_echo, teardown),
         cmocka_unit_test(test_unreachable),
         cmocka_unit_test_setup_teardown(test_rpc, setup_rpc, teardown),
+        cmocka_unit_test_setup_teardown(test_rpc_window, setup_rpc, teardown),
         cmocka_unit_test_setup_teardown(test_many_calls, setup_echo, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_out_of_order, setup_deferred, teardown),
         cmocka_unit_test_setup_teardown(test_deferred_resend, setup_deferred, teardown),

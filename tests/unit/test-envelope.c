@@ -665,6 +665,57 @@ test_failed_parse_exposes_no_junk(void **state)
 
 /* ---- sizes ---- */
 
+/* The in-place parse follows protobuf-c's rules of the wire format:
+ * unknown fields are skipped, the last occurrence of a field wins, and a
+ * known field of another wire type or a group fails the message. */
+static void
+test_wire_rules(void **state)
+{
+    struct yun_key key;
+    key_of("alice", 3, &key);
+    uint8_t body[100];
+    fill_pattern(body, sizeof body, 5);
+    _cleanup_free_ uint8_t *buf = NULL;
+    size_t size;
+    seal_sample(&key, body, sizeof body, &buf, &size);
+    _cleanup_free_ uint8_t *m = malloc(size + 16);
+    assert_non_null(m);
+    _cleanup_free_ uint8_t *out = NULL;
+    size_t out_size = 0;
+
+    /* An unknown varint field before and after: skipped. */
+    static const uint8_t unknown[] = { (9 << 3) | 0, 0x96, 0x01 };
+    memcpy(m, unknown, sizeof unknown);
+    memcpy(m + sizeof unknown, buf, size);
+    memcpy(m + sizeof unknown + size, unknown, sizeof unknown);
+    assert_int_equal(parse_open(m, size + 2 * sizeof unknown, MAX_BODY, &key, 0, &out,
+                                &out_size, NULL), 0);
+    assert_int_equal(out_size, sizeof body);
+    assert_memory_equal(out, body, sizeof body);
+
+    /* An earlier 'sealed' of junk: the last one wins. */
+    static const uint8_t junk[] = { (2 << 3) | 2, 3, 'x', 'y', 'z' };
+    memcpy(m, junk, sizeof junk);
+    memcpy(m + sizeof junk, buf, size);
+    assert_int_equal(parse_open(m, size + sizeof junk, MAX_BODY, &key, 0, NULL, NULL, NULL), 0);
+
+    /* 'sealed' as a varint, a group, a field number 0, a length past the
+     * end: no message. */
+    static const uint8_t bad[][3] = {
+        { (2 << 3) | 0, 0x01, 0 }, { (9 << 3) | 3, 0, 0 }, { 0x00, 0x01, 0 },
+        { (9 << 3) | 2, 0x7f, 0 },
+    };
+    for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+        size_t n = i == 3 ? 2 : (bad[i][0] & 7) == 3 ? 1 : 2;
+        memcpy(m, buf, size);
+        memcpy(m + size, bad[i], n);
+        struct yun_envelope_in in;
+        assert_int_equal(yun_envelope_parse(m, size + n, MAX_BODY, &in), YUN_E_DECODE);
+        assert_null(in.env);
+        yun_envelope_in_done(&in);
+    }
+}
+
 static void
 test_truncated(void **state)
 {
@@ -1233,6 +1284,7 @@ main(void)
         cmocka_unit_test(test_unknown_version),
         cmocka_unit_test(test_malformed_header_fields),
         cmocka_unit_test(test_failed_parse_exposes_no_junk),
+        cmocka_unit_test(test_wire_rules),
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_sender_refuses_too_big),

@@ -157,7 +157,8 @@ run(struct fixture *fx, const struct who *w, handler_fn h, const void *req,
         *(ProtobufCMessage **)ret = NULL;
         if ((call.error == 0 || call.reply_on_error) && call.payload) {
             *(ProtobufCMessage **)ret =
-                protobuf_c_message_unpack(rd, NULL, call.payload_size, call.payload);
+                protobuf_c_message_unpack(rd, NULL, call.payload_size,
+                                          call.payload + call.payload_offset);
             assert_non_null(*(ProtobufCMessage **)ret);
         }
     }

@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: Apache-2.0
+ * pbwire.h: a reader of the protobuf wire format, for the few messages
+ * that carry megabytes in a bytes field (Envelope.sealed, Request.payload,
+ * Reply.payload): protobuf-c's unpack copies every bytes field, and these
+ * are read in place instead. The rules are protobuf-c's: the last
+ * occurrence of a field wins, unknown fields are skipped, a known field
+ * with another wire type, a group, a field number 0 or anything cut short
+ * fails the message. Pure code; used by envelope.c, rpc.c, dispatch.c. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    PBWIRE_VARINT = 0,
+    PBWIRE_I64 = 1,
+    PBWIRE_LEN = 2,
+    PBWIRE_I32 = 5,
+};
+
+struct pbwire_field {
+    uint32_t number;
+    int wire_type;
+    uint64_t varint;         /* PBWIRE_VARINT */
+    const uint8_t *data;     /* PBWIRE_LEN: borrowed from the message */
+    size_t size;
+};
+
+static inline bool
+pbwire_varint(const uint8_t **p, const uint8_t *end, uint64_t *ret)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 70 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *ret = v;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Reads the field at '*p' and moves '*p' past it. Returns 1 with '*f',
+ * 0 at the end of the message, -1 when the message is malformed. */
+static inline int
+pbwire_next(const uint8_t **p, const uint8_t *end, struct pbwire_field *f)
+{
+    if (*p >= end)
+        return 0;
+    uint64_t key;
+    if (!pbwire_varint(p, end, &key) || (key >> 3) == 0 || (key >> 3) > UINT32_MAX)
+        return -1;
+    f->number = (uint32_t)(key >> 3);
+    f->wire_type = (int)(key & 7);
+    f->data = NULL;
+    f->size = 0;
+    f->varint = 0;
+    switch (f->wire_type) {
+    case PBWIRE_VARINT:
+        return pbwire_varint(p, end, &f->varint) ? 1 : -1;
+    case PBWIRE_I64:
+    case PBWIRE_I32: {
+        size_t n = f->wire_type == PBWIRE_I64 ? 8 : 4;
+        if ((size_t)(end - *p) < n)
+            return -1;
+        f->data = *p;
+        f->size = n;
+        *p += n;
+        return 1;
+    }
+    case PBWIRE_LEN: {
+        uint64_t n;
+        if (!pbwire_varint(p, end, &n) || n > (uint64_t)(end - *p))
+            return -1;
+        f->data = *p;
+        f->size = (size_t)n;
+        *p += n;
+        return 1;
+    }
+    default: /* groups and reserved types: protobuf-c refuses them too */
+        return -1;
+    }
+}
