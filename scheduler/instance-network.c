@@ -184,14 +184,14 @@ sched_instance_addresses(struct sched *s, struct yun_txn *txn, const char *insta
 void
 sched_instance_addresses_free(Yun__InstanceAddress **v, size_t n)
 {
+    /* Each field was strdup'ed, or is still the init's empty string. */
     for (size_t k = 0; k < n; k++)
         if (v[k]) {
-            /* Allocated field by field above: free the same way. */
-            free(v[k]->network_id == protobuf_c_empty_string ? NULL : v[k]->network_id);
-            free(v[k]->network_name == protobuf_c_empty_string ? NULL : v[k]->network_name);
-            free(v[k]->ip_address == protobuf_c_empty_string ? NULL : v[k]->ip_address);
-            free(v[k]->mac_address == protobuf_c_empty_string ? NULL : v[k]->mac_address);
-            free(v[k]->port_id == protobuf_c_empty_string ? NULL : v[k]->port_id);
+            char *fields[] = { v[k]->network_id, v[k]->network_name, v[k]->ip_address,
+                               v[k]->mac_address, v[k]->port_id };
+            for (size_t f = 0; f < ELEMENTSOF(fields); f++)
+                if (fields[f] != protobuf_c_empty_string)
+                    free(fields[f]);
             free(v[k]);
         }
     free(v);
