@@ -23,6 +23,7 @@
 #include "compute.h"
 #include "err.h"
 #include "log.h"
+#include "network-priv.h"
 #include "network.h"
 #include "scheduler.h"
 #include "store.h"
@@ -469,177 +470,113 @@ sched_network_push(struct sched *s, const char *host_id)
     push_send(s, h);
 }
 
-struct related_scan {
-    const Yun__InstanceRecord *const *insts;
-    size_t n;
-    char **hosts;
-    size_t n_hosts;
-    int error;
-};
+/* --- finding the hosts and ports concerned (network-priv.h's scans) ---------------- */
 
 static bool
-related_port(const struct related_scan *sc, const Yun__PortRecord *p)
+keep_project_bound(struct yun_txn *txn, const ProtobufCMessage *m, void *data)
 {
-    for (size_t k = 0; k < sc->n; k++) {
-        const Yun__InstanceRecord *i = sc->insts[k];
-        if (strcmp(p->project, i->project) == 0)
-            return true;
-        for (size_t j = 0; j < i->n_networks; j++)
-            if (strcmp(p->network_id, i->networks[j]) == 0)
-                return true;
-    }
-    return false;
-}
-
-static int
-scan_related(const void *key, size_t key_size, const void *val, size_t val_size, void *data)
-{
-    (void)key;
-    (void)key_size;
-    struct related_scan *sc = data;
-    Yun__PortRecord *p = yun__port_record__unpack(NULL, val_size, val);
-    if (!p)
-        return 0;
-    if (*p->host_id && related_port(sc, p)) {
-        bool seen = false;
-        for (size_t k = 0; k < sc->n_hosts && !seen; k++)
-            seen = strcmp(sc->hosts[k], p->host_id) == 0;
-        if (!seen) {
-            char **v = realloc(sc->hosts, (sc->n_hosts + 1) * sizeof *v);
-            if (!v || !(v[sc->n_hosts] = strdup(p->host_id))) {
-                if (v)
-                    sc->hosts = v;
-                sc->error = -ENOMEM;
-                yun__port_record__free_unpacked(p, NULL);
-                return -ENOMEM;
-            }
-            sc->hosts = v;
-            sc->n_hosts++;
-        }
-    }
-    yun__port_record__free_unpacked(p, NULL);
-    return 0;
+    (void)txn;
+    const Yun__PortRecord *p = (const Yun__PortRecord *)m;
+    return *p->host_id && strcmp(p->project, (const char *)data) == 0;
 }
 
 void
 sched_network_push_related(struct sched *s, const Yun__InstanceRecord *const *insts, size_t n,
                            bool skip_own)
 {
-    struct related_scan sc = { .insts = insts, .n = n };
+    /* The hosts on their networks (VXLAN peers, DHCP) and those with ports
+     * of their projects (group member sets: the ports of a deleted
+     * instance are gone, so its groups cannot be asked any more). */
+    struct net_hosts h = { 0 };
     _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
     int r = yun_txn_begin(s->store, false, &txn);
-    if (r >= 0)
-        r = yun_txn_iterate(txn, SCHED_DB_PORTS, NULL, 0, scan_related, &sc);
+    for (size_t k = 0; r >= 0 && k < n; k++) {
+        for (size_t j = 0; r >= 0 && j < insts[k]->n_networks; j++)
+            r = net_hosts_of_network(txn, insts[k]->networks[j], &h);
+        ProtobufCMessage **items = NULL;
+        size_t count = 0;
+        if (r >= 0)
+            r = net_collect(txn, &net_kind_port, keep_project_bound, insts[k]->project,
+                            &items, &count);
+        for (size_t j = 0; r >= 0 && j < count; j++)
+            r = net_hosts_add(&h, ((Yun__PortRecord *)items[j])->host_id);
+        net_free_all(items, count);
+    }
+    /* The instances' own hosts: even with none of their ports left there
+     * (unless a spawn carries theirs). */
+    for (size_t k = 0; r >= 0 && k < n; k++)
+        r = skip_own ? 0 : net_hosts_add(&h, insts[k]->host_id);
     yun_txn_abort(TAKE_PTR(txn));
     if (r < 0)
         log_warn_errno(r, "cannot find the hosts to tell of a network change");
-    for (size_t k = 0; k < sc.n_hosts; k++) {
+    for (size_t i = 0; i < h.n; i++) {
         bool own = false;
-        for (size_t j = 0; j < n && !own; j++)
-            own = strcmp(insts[j]->host_id, sc.hosts[k]) == 0;
+        for (size_t k = 0; skip_own && k < n && !own; k++)
+            own = strcmp(insts[k]->host_id, h.ids[i]) == 0;
         if (!own)
-            sched_network_push(s, sc.hosts[k]);
-        free(sc.hosts[k]);
+            sched_network_push(s, h.ids[i]);
     }
-    free(sc.hosts);
-    /* The instances' own hosts, even when none of their ports is left there. */
-    for (size_t j = 0; !skip_own && j < n; j++)
-        sched_network_push(s, insts[j]->host_id);
+    net_hosts_done(&h);
 }
 
-struct status_scan {
+struct wired_filter {
     const char *host_id;
     const char *device_id;   /* NULL: every port bound to the host */
-    char **ids;
-    size_t n;
 };
 
-static int
-scan_status(const void *key, size_t key_size, const void *val, size_t val_size, void *data)
+static bool
+keep_unwired(struct yun_txn *txn, const ProtobufCMessage *m, void *data)
 {
-    (void)key;
-    (void)key_size;
-    struct status_scan *sc = data;
-    Yun__PortRecord *p = yun__port_record__unpack(NULL, val_size, val);
-    if (!p)
-        return 0;
-    int r = 0;
-    if (strcmp(p->host_id, sc->host_id) == 0 && strcmp(p->status, "ACTIVE") != 0 &&
-        (!sc->device_id || strcmp(p->device_id, sc->device_id) == 0)) {
-        char **v = realloc(sc->ids, (sc->n + 1) * sizeof *v);
-        if (!v || !(v[sc->n] = strdup(p->id)))
-            r = -ENOMEM;
-        if (v)
-            sc->ids = v;
-        if (r == 0)
-            sc->n++;
-    }
-    yun__port_record__free_unpacked(p, NULL);
-    return r;
+    (void)txn;
+    const Yun__PortRecord *p = (const Yun__PortRecord *)m;
+    const struct wired_filter *f = data;
+    return strcmp(p->host_id, f->host_id) == 0 && strcmp(p->status, "ACTIVE") != 0 &&
+           (!f->device_id || strcmp(p->device_id, f->device_id) == 0);
 }
 
 void
 sched_network_ports_wired(struct sched *s, const char *host_id, const char *device_id)
 {
-    struct status_scan sc = { .host_id = host_id, .device_id = device_id };
+    struct wired_filter f = { .host_id = host_id, .device_id = device_id };
+    ProtobufCMessage **items = NULL;
+    size_t n = 0;
     _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
     int r = yun_txn_begin(s->store, true, &txn);
     if (r >= 0)
-        r = yun_txn_iterate(txn, SCHED_DB_PORTS, NULL, 0, scan_status, &sc);
-    for (size_t k = 0; r >= 0 && k < sc.n; k++) {
-        Yun__PortRecord *p = NULL;
-        r = yun_txn_get_msg(txn, SCHED_DB_PORTS, sc.ids[k], &yun__port_record__descriptor,
-                            (ProtobufCMessage **)&p);
-        if (r == -ENOENT) {
-            r = 0;
-            continue;
-        }
-        if (r < 0)
-            break;
-        char *old = p->status;
-        p->status = (char *)"ACTIVE";
-        p->updated_us = yun_wall_us();
-        r = yun_txn_put_msg(txn, SCHED_DB_PORTS, p->id, &p->base);
-        p->status = old;
-        yun__port_record__free_unpacked(p, NULL);
+        r = net_collect(txn, &net_kind_port, keep_unwired, &f, &items, &n);
+    uint64_t now = yun_wall_us();
+    for (size_t k = 0; r >= 0 && k < n; k++) {
+        Yun__PortRecord *p = (Yun__PortRecord *)items[k];
+        r = dup_to(&p->status, "ACTIVE");
+        p->updated_us = now;
+        if (r >= 0)
+            r = net_store(txn, &net_kind_port, &p->base);
     }
-    if (r >= 0 && sc.n)
+    if (r >= 0 && n)
         r = yun_txn_commit(TAKE_PTR(txn));
     if (r < 0)
         log_warn_errno(r, "cannot mark the ports of host=%s wired", host_id);
-    for (size_t k = 0; k < sc.n; k++)
-        free(sc.ids[k]);
-    free(sc.ids);
+    net_free_all(items, n);
 }
 
-struct bound_scan {
-    const char *host_id;
-    bool found;
-};
-
-static int
-scan_bound(const void *key, size_t key_size, const void *val, size_t val_size, void *data)
+static bool
+keep_bound_to(struct yun_txn *txn, const ProtobufCMessage *m, void *data)
 {
-    (void)key;
-    (void)key_size;
-    struct bound_scan *sc = data;
-    Yun__PortRecord *p = yun__port_record__unpack(NULL, val_size, val);
-    if (!p)
-        return 0;
-    sc->found = strcmp(p->host_id, sc->host_id) == 0;
-    yun__port_record__free_unpacked(p, NULL);
-    return sc->found ? 1 : 0;
+    (void)txn;
+    return strcmp(((const Yun__PortRecord *)m)->host_id, (const char *)data) == 0;
 }
 
 bool
 sched_network_host_bound(struct sched *s, const char *host_id)
 {
-    struct bound_scan sc = { .host_id = host_id };
+    ProtobufCMessage **items = NULL;
+    size_t n = 0;
     _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
     int r = yun_txn_begin(s->store, false, &txn);
     if (r >= 0)
-        r = yun_txn_iterate(txn, SCHED_DB_PORTS, NULL, 0, scan_bound, &sc);
-    return r >= 0 && sc.found;
+        r = net_collect(txn, &net_kind_port, keep_bound_to, (void *)host_id, &items, &n);
+    net_free_all(items, n);
+    return r >= 0 && n > 0;
 }
 
 static void
