@@ -257,6 +257,8 @@ route_meta_data(struct answer *a, const Yun__PortMetadata *md, const char *ip, c
         return answer_text(a, "%s", list);
     }
     /* "/N", "/N/", "/N/openssh-key" with N a plain index. */
+    if (*k != '/')
+        return 0;
     k++;
     size_t len = strspn(k, "0123456789");
     if (len == 0 || len > 4 || (len > 1 && k[0] == '0'))
@@ -321,17 +323,32 @@ queue_static(struct MHD_Connection *c, unsigned status, const char *text)
 }
 
 static const struct md_port *
-port_by_source(const struct md_net *n, struct MHD_Connection *c)
+port_by_addr(const struct md_net *n, const struct sockaddr *addr)
 {
-    const union MHD_ConnectionInfo *info =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!info || !info->client_addr || info->client_addr->sa_family != AF_INET)
+    if (!addr || addr->sa_family != AF_INET)
         return NULL;
-    const struct sockaddr_in *sin = (const struct sockaddr_in *)info->client_addr;
+    const struct sockaddr_in *sin = (const struct sockaddr_in *)addr;
     for (size_t i = 0; i < n->n_ports; i++)
         if (n->ports[i].ip.s_addr == sin->sin_addr.s_addr && n->ports[i].md)
             return &n->ports[i];
     return NULL;
+}
+
+static const struct md_port *
+port_by_source(const struct md_net *n, struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    return info ? port_by_addr(n, info->client_addr) : NULL;
+}
+
+/* Only this host's instance ports may even connect: anyone else on the
+ * network (another host's guest routed here) cannot take the slots. */
+static enum MHD_Result
+on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addrlen;
+    return port_by_addr(cls, addr) ? MHD_YES : MHD_NO;
 }
 
 static enum MHD_Result
@@ -342,17 +359,20 @@ on_request(void *cls, struct MHD_Connection *c, const char *url, const char *met
     static int started;
     struct md_net *n = cls;
     if (!*req_cls) {
-        /* Headers only so far; answer once the request is whole. */
+        /* Headers only so far. A method other than GET/HEAD, or a body, is
+         * answered at once, before any of the body is read: a guest cannot
+         * keep a connection busy by streaming one. */
+        if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+            strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+            return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed\n");
+        if (MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH) ||
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+            return queue_static(c, MHD_HTTP_CONTENT_TOO_LARGE, "No body, please\n");
         *req_cls = &started;
         return MHD_YES;
     }
-    if (*upload_data_size) {
-        /* A body is read and dropped; connection memory bounds it. */
-        *upload_data_size = 0;
-        return MHD_YES;
-    }
-    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-        return queue_static(c, MHD_HTTP_METHOD_NOT_ALLOWED, "Method not allowed\n");
+    if (*upload_data_size)
+        return MHD_NO; /* announced no body, sent one: drop the connection */
     /* Identity is the source address alone, never what the guest says. */
     const struct md_port *p = port_by_source(n, c);
     if (!p)
@@ -458,7 +478,7 @@ net_start(struct md_net *n)
         return log_err_errno(r, "cannot listen for metadata requests net=%s ns=%s", n->id,
                              n->ns);
     n->daemon = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, n,
+        MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, on_accept, n, on_request, n,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)METADATA_MAX_CONNECTIONS,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)METADATA_MAX_CONNECTIONS_PER_IP,

@@ -4,7 +4,7 @@
  * makes the network's namespace with 169.254.169.254 and the ports'
  * addresses on its lo, and talks HTTP from sockets made there with
  * chosen source addresses, driving the agent loop itself. Checks that
- * each port sees only its own data, the layouts, 404 for unknown sources,
+ * each port sees only its own data, the layouts, unknown sources refused,
  * 405, and that junk leaves the server serving. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -275,6 +275,17 @@ get_body(struct yun_loop *loop, const char *src, const char *path, int want_stat
     return body;
 }
 
+/* A source that is none of this host's ports is not even served: the
+ * connection closes with no HTTP answer. */
+static void
+assert_refused(struct yun_loop *loop, const char *src, const char *path, const char *extra)
+{
+    struct response r = http(loop, src, "GET", path, extra);
+    if (r.raw && r.status != 0)
+        fail_msg("GET %s from %s was answered: %s", path, src, r.raw);
+    free(r.raw);
+}
+
 /* ---- fixture ---- */
 
 struct fixture {
@@ -407,16 +418,14 @@ test_unknown_source_404(void **st)
 {
     struct fixture *f = *st;
     /* No port at all, another host's port, and the service's own address. */
-    free(get_body(f->loop, "10.0.0.99", "/openstack/latest/meta_data.json", 404));
-    free(get_body(f->loop, "10.0.0.7", "/openstack/latest/meta_data.json", 404));
-    free(get_body(f->loop, "169.254.169.254", "/latest/meta-data/instance-id", 404));
+    assert_refused(f->loop, "10.0.0.99", "/openstack/latest/meta_data.json", NULL);
+    assert_refused(f->loop, "10.0.0.7", "/openstack/latest/meta_data.json", NULL);
+    assert_refused(f->loop, "169.254.169.254", "/latest/meta-data/instance-id", NULL);
     /* What the guest claims changes nothing. */
-    struct response r = http(f->loop, "10.0.0.99", "GET", "/latest/meta-data/instance-id",
-                             "X-Forwarded-For: 10.0.0.5\r\nX-Instance-ID: i-1\r\n");
-    assert_int_equal(r.status, 404);
-    free(r.raw);
-    r = http(f->loop, "10.0.0.6", "GET", "/latest/meta-data/instance-id",
-             "X-Forwarded-For: 10.0.0.5\r\n");
+    assert_refused(f->loop, "10.0.0.99", "/latest/meta-data/instance-id",
+                   "X-Forwarded-For: 10.0.0.5\r\nX-Instance-ID: i-1\r\n");
+    struct response r = http(f->loop, "10.0.0.6", "GET", "/latest/meta-data/instance-id",
+                             "X-Forwarded-For: 10.0.0.5\r\n");
     assert_int_equal(r.status, 200);
     assert_string_equal(r.body, "i-2");
     free(r.raw);
@@ -426,6 +435,13 @@ static void
 test_methods(void **st)
 {
     struct fixture *f = *st;
+    /* A GET announcing a body is answered at once, body unread. */
+    struct response b = http(f->loop, "10.0.0.5", "GET", "/latest/",
+                             "Content-Length: 1000000000\r\n");
+    assert_int_equal(b.status, 413);
+    free(b.raw);
+    /* "public-keysX0" is no key path. */
+    free(get_body(f->loop, "10.0.0.5", "/latest/meta-data/public-keysX0/openssh-key", 404));
     static const char *const methods[] = { "POST", "PUT", "DELETE", "PATCH", "OPTIONS" };
     for (size_t i = 0; i < ELEMENTSOF(methods); i++) {
         struct response r = http(f->loop, "10.0.0.5", methods[i], "/latest/", NULL);
@@ -477,10 +493,10 @@ test_apply_updates_and_drops(void **st)
     assert_int_equal(metadata_apply(f->md, &state, "host1"), 0);
     _cleanup_free_ char *b = get_body(f->loop, "10.0.0.5", "/latest/meta-data/instance-id", 200);
     assert_string_equal(b, "i-1-new");
-    /* A port gone from the state gets 404. */
+    /* A port gone from the state is not served any more. */
     state.n_ports = 2;
     assert_int_equal(metadata_apply(f->md, &state, "host1"), 0);
-    free(get_body(f->loop, "10.0.0.6", "/latest/meta-data/instance-id", 404));
+    assert_refused(f->loop, "10.0.0.6", "/latest/meta-data/instance-id", NULL);
     /* No DHCP port here any more: nothing listens. */
     state.n_ports = ELEMENTSOF(ports) - 1;
     ports[0] = &port1;
