@@ -181,7 +181,7 @@ apply_network(struct apply *ap, const Yun__NetworkRecord *net)
         /* No underlay address: the network stays within this host (the
          * scheduler lists this host as no one's VXLAN peer either). */
     } else if (strcmp(net->network_type, "vxlan") == 0) {
-        (void)netplug_ifname(up, "yvx-", net->id);
+        (void)netplug_ifname(up, "yvx-", net->id); /* as valid as br's */
         const char *dev = *n->a->cfg.network_tunnel_dev ? n->a->cfg.network_tunnel_dev : NULL;
         r = netplug_vxlan_ensure(n->np, up, net->segmentation_id, n->a->cfg.network_tunnel_ip, dev,
                                  (uint16_t)n->a->cfg.network_vxlan_port, br, mtu);
@@ -207,7 +207,10 @@ apply_network(struct apply *ap, const Yun__NetworkRecord *net)
             return fail(ap, r, "network %s: physical network '%s' is not in "
                         "network.physical_interface_mappings", net->id, net->physical_network);
         if (strcmp(net->network_type, "vlan") == 0) {
-            (void)netplug_ifname(up, "yvl-", net->id);
+            if (net->segmentation_id < 1 || net->segmentation_id > 4094)
+                return fail(ap, -EINVAL, "network %s: VLAN id %u", net->id,
+                            net->segmentation_id);
+            (void)netplug_ifname(up, "yvl-", net->id); /* as valid as br's */
             r = netplug_vlan_ensure(n->np, up, phys, (uint16_t)net->segmentation_id, br);
             if (r < 0)
                 return fail(ap, r, "network %s: vlan %s on %s", net->id, up, phys);
@@ -238,30 +241,6 @@ protocol_number(const char *p)
     if (*end || v < 0 || v > 255)
         return -2;
     return (int)v;
-}
-
-/* Appends to '*fp' (text) what identifies the firewall of a port, so an
- * unchanged port is not touched again. */
-static int
-fp_add(char **fp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int
-fp_add(char **fp, const char *fmt, ...)
-{
-    va_list va;
-    va_start(va, fmt);
-    char *more = NULL;
-    int r = vasprintf(&more, fmt, va);
-    va_end(va);
-    if (r < 0)
-        return -ENOMEM;
-    char *cat = NULL;
-    r = asprintf(&cat, "%s%s", *fp ? *fp : "", more);
-    free(more);
-    if (r < 0)
-        return -ENOMEM;
-    free(*fp);
-    *fp = cat;
-    return 0;
 }
 
 static struct applied_port *
@@ -318,20 +297,26 @@ apply_port_firewall(struct apply *ap, const Yun__PortRecord *p, const char *tap)
     _cleanup_free_ struct netplug_fw_rule *rules = calloc(cap + 1, sizeof *rules);
     if (!ips || !rules)
         return fail(ap, -ENOMEM, "port %s: firewall", p->id);
+    /* The fingerprint: what the firewall is given, as text, so that an
+     * unchanged port is not touched again. */
     _cleanup_free_ char *fp = NULL;
-    int r = fp_add(&fp, "%s|%d|", p->mac_address, p->port_security_enabled);
-    for (size_t i = 0; r >= 0 && i < n_ips; i++) {
+    size_t fp_size = 0;
+    FILE *f = open_memstream(&fp, &fp_size);
+    if (!f)
+        return fail(ap, -ENOMEM, "port %s: firewall", p->id);
+    fprintf(f, "%s|%d|", p->mac_address, p->port_security_enabled);
+    for (size_t i = 0; i < n_ips; i++) {
         ips[i] = p->fixed_ips[i]->ip_address;
-        r = fp_add(&fp, "%s,", ips[i]);
+        fprintf(f, "%s,", ips[i]);
     }
-    for (size_t g = 0; r >= 0 && g < p->n_security_groups; g++) {
+    for (size_t g = 0; g < p->n_security_groups; g++) {
         const Yun__SecurityGroupRecord *sg = find_group(ap->st, p->security_groups[g]);
         if (!sg) {
             fail(ap, -ENOENT, "port %s: security group %s is not in the state", p->id,
                  p->security_groups[g]);
             continue;
         }
-        for (size_t k = 0; r >= 0 && k < sg->n_rules; k++) {
+        for (size_t k = 0; k < sg->n_rules; k++) {
             const Yun__SecurityGroupRule *x = sg->rules[k];
             if (*x->ethertype && strcmp(x->ethertype, "IPv4") != 0)
                 continue;
@@ -343,17 +328,20 @@ apply_port_firewall(struct apply *ap, const Yun__PortRecord *p, const char *tap)
             struct netplug_fw_rule *w = &rules[n_rules++];
             w->ingress = strcmp(x->direction, "ingress") == 0;
             w->protocol = proto;
-            w->has_range = x->has_port_range || x->port_range_min || x->port_range_max;
+            w->has_range = x->has_port_range;
             w->min = x->port_range_min;
-            w->max = x->port_range_max ? x->port_range_max : x->port_range_min;
+            if (proto == 1) /* icmp: max is the code; above 255: any code */
+                w->max = x->has_icmp_code ? x->port_range_max : 256;
+            else
+                w->max = x->port_range_max ? x->port_range_max : x->port_range_min;
             w->remote_cidr = *x->remote_ip_prefix ? x->remote_ip_prefix : NULL;
             w->remote_group = *x->remote_group_id ? x->remote_group_id : NULL;
-            r = fp_add(&fp, "|%d,%d,%d,%u,%u,%s,%s", w->ingress, w->protocol, w->has_range,
-                       w->min, w->max, x->remote_ip_prefix, x->remote_group_id);
+            fprintf(f, "|%d,%d,%d,%u,%u,%s,%s", w->ingress, w->protocol, w->has_range, w->min,
+                    w->max, x->remote_ip_prefix, x->remote_group_id);
         }
     }
-    if (r < 0)
-        return fail(ap, r, "port %s: firewall", p->id);
+    if (fclose(f) != 0 || !fp)
+        return fail(ap, -ENOMEM, "port %s: firewall", p->id);
     /* Unchanged, and still in the tables (apply() read them again). */
     struct applied_port *had = applied_find(n, tap);
     if (had && had->fingerprint && strcmp(had->fingerprint, fp) == 0 &&
@@ -368,7 +356,7 @@ apply_port_firewall(struct apply *ap, const Yun__PortRecord *p, const char *tap)
         .rules = rules,
         .n_rules = n_rules,
     };
-    r = netplug_fw_port_apply(n->fw, &fwp);
+    int r = netplug_fw_port_apply(n->fw, &fwp);
     if (r < 0) {
         applied_forget(n, tap);
         return fail(ap, r, "port %s: firewall of %s", p->id, tap);
@@ -384,10 +372,9 @@ apply_port(struct apply *ap, const Yun__PortRecord *p)
         return fail(ap, -ENOENT, "port %s: network %s is not in the state", p->id,
                     p->network_id);
     char br[16], tap[16];
-    (void)netplug_ifname(br, "ybr-", net->id);
     agent_network_tap_name(p->id, tap);
-    if (!*tap)
-        return fail(ap, -EINVAL, "port %s: bad id", p->id);
+    if (netplug_ifname(br, "ybr-", net->id) < 0 || !*tap)
+        return fail(ap, -EINVAL, "port %s: bad id, or bad network id", p->id);
     int r = netplug_tap_ensure(ap->n->np, tap, br, p->mac_address, network_mtu(net));
     if (r < 0)
         return fail(ap, r, "port %s: tap %s", p->id, tap);
@@ -422,7 +409,8 @@ apply_gateways(struct apply *ap)
             }
         }
         char br[16];
-        (void)netplug_ifname(br, "ybr-", net->id);
+        if (netplug_ifname(br, "ybr-", net->id) < 0)
+            continue; /* apply_network said so already */
         int r = netplug_addr_sync(br, ptrs, n);
         if (r < 0 && !(r == -ENODEV && n == 0))
             fail(ap, r, "network %s: gateway addresses on %s", net->id, br);

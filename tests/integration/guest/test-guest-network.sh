@@ -176,7 +176,9 @@ PORT2=$(yun server show vm2 -f json | jq -r '.addresses[0].port_id')
 yun port set "$PORT2" --security-group web >/dev/null
 wait_for 20 blocked "$IP1" "$IP2" || fail "vm2 in group 'web' (no rule) still answers vm1's pings"
 pings "$IP2" "$IP1" || fail "vm2 lost its way to vm1 when its own group changed"
-RULE=$(yun security group rule create web --protocol icmp --remote-ip 10.62.0.0/24 -f value -c id)
+# Echo requests by type, any code: the agent must not read the type as a code.
+RULE=$(yun security group rule create web --protocol icmp --icmp-type 8 --remote-ip 10.62.0.0/24 \
+    -f value -c id)
 wait_for 20 pings "$IP1" "$IP2" || fail "the icmp rule added to 'web' did not let vm1 in"
 yun security group rule delete "$RULE" >/dev/null
 wait_for 20 blocked "$IP1" "$IP2" || fail "deleting the rule did not shut vm1 out again"
