@@ -201,8 +201,8 @@ sched_instance_addresses_free(Yun__InstanceAddress **v, size_t n)
 /* --- the host state with its metadata ------------------------------------------------ */
 
 /* A DNS label from the instance's name: lower case letters, digits and
- * '-', at most 63, not starting or ending with '-'; the id's first
- * characters when nothing is left. */
+ * '-', at most 63, starting with a letter, not ending with '-'; else
+ * "host-" and the id's first characters. */
 static void
 hostname_of(const Yun__InstanceRecord *i, char out[HOSTNAME_MAX + 1])
 {
@@ -217,7 +217,10 @@ hostname_of(const Yun__InstanceRecord *i, char out[HOSTNAME_MAX + 1])
     while (n && out[n - 1] == '-')
         n--;
     out[n] = '\0';
-    if (!n)
+    /* dnsmasq reads a hosts-file field that is "ignore", "infinite" or
+     * starts with a digit as a keyword or a lease time, not a name. */
+    if (!n || !isalpha((unsigned char)out[0]) || strcmp(out, "ignore") == 0 ||
+        strcmp(out, "infinite") == 0)
         snprintf(out, HOSTNAME_MAX + 1, "host-%.8s", i->id);
 }
 
