@@ -5,7 +5,7 @@
  * are read in place instead. The rules are protobuf-c's: the last
  * occurrence of a field wins, unknown fields are skipped, a known field
  * with another wire type, a group, a field number 0 or anything cut short
- * fails the message. Pure code; used by envelope.c, rpc.c, dispatch.c. */
+ * fails the message. Pure code; used by envelope.c and rpc.c. */
 #pragma once
 
 #include <stdbool.h>
@@ -49,8 +49,12 @@ pbwire_next(const uint8_t **p, const uint8_t *end, struct pbwire_field *f)
 {
     if (*p >= end)
         return 0;
+    /* A key as protobuf-c reads one: at most 5 bytes, a field number of
+     * 1..2^29-1. */
     uint64_t key;
-    if (!pbwire_varint(p, end, &key) || (key >> 3) == 0 || (key >> 3) > UINT32_MAX)
+    const uint8_t *start = *p;
+    if (!pbwire_varint(p, end, &key) || *p - start > 5 || (key >> 3) == 0 ||
+        (key >> 3) > 0x1FFFFFFF)
         return -1;
     f->number = (uint32_t)(key >> 3);
     f->wire_type = (int)(key & 7);

@@ -714,6 +714,25 @@ test_wire_rules(void **state)
         assert_null(in.env);
         yun_envelope_in_done(&in);
     }
+
+    /* Keys past protobuf-c's: an unknown fixed32 whose key takes 6 bytes
+     * (protobuf-c refuses it too), and a field number of 2^29 (which
+     * protobuf-c reads modulo 2^32: refusing it is the safer side). */
+    static const uint8_t bad_keys[][10] = {
+        { 0xad, 0xfe, 0xff, 0xff, 0xf8, 0x00, 0, 0, 0, 0 },
+        { 0x80, 0x80, 0x80, 0x80, 0x10, 0x00 },
+    };
+    static const size_t bad_key_sizes[] = { 10, 6 };
+    for (size_t i = 0; i < ELEMENTSOF(bad_keys); i++) {
+        memcpy(m, buf, size);
+        memcpy(m + size, bad_keys[i], bad_key_sizes[i]);
+        struct yun_envelope_in in;
+        assert_int_equal(yun_envelope_parse(m, size + bad_key_sizes[i], MAX_BODY, &in),
+                         YUN_E_DECODE);
+        yun_envelope_in_done(&in);
+        if (i == 0)
+            assert_null(yun__envelope__unpack(NULL, size + bad_key_sizes[i], m));
+    }
 }
 
 static void
