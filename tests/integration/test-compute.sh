@@ -127,6 +127,8 @@ YUN_KEY_FILE=$T/admin.key "$B/cli/yun" server create crash \
 cli_pid=$!
 sleep 0.2
 kill -KILL "$SCHED_PID"
+# Gone for good before the next one binds its address (EADDRINUSE else).
+wait "$SCHED_PID" 2>/dev/null || true
 wait "$cli_pid" 2>/dev/null || true
 start_scheduler
 wait_for 20 yun server list || fail "the scheduler did not come back"
