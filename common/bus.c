@@ -191,7 +191,7 @@ server_handle(struct yun_bus_server *s, const void *buf, size_t size, void *cont
             yun_envelope_in_done(&in);
             return;
         }
-        r = yun_replay_cache_check_nonce(s->cache, in.nonce, now);
+        r = yun_replay_cache_check_nonce(s->cache, in.nonce, in.timestamp_us, now);
     }
     if (r < 0) {
         yun_wipe(&key, sizeof key);

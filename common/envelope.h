@@ -97,10 +97,12 @@ struct yun_replay_cache;
 int yun_replay_cache_new(uint64_t window_us, size_t max_replies, struct yun_replay_cache **ret);
 struct yun_replay_cache *yun_replay_cache_free(struct yun_replay_cache *c);
 
-/* Records 'nonce' seen at 'now_us'. Returns YUN_E_REPLAY if it was already
+/* Records 'nonce' of a message stamped 'sent_us' that arrived at 'now_us';
+ * it is remembered for as long as yun_envelope_open() would accept that
+ * message (until sent_us + window). Returns YUN_E_REPLAY if it was already
  * seen inside the window, else 0. */
 int yun_replay_cache_check_nonce(struct yun_replay_cache *c, const uint8_t *nonce,
-                                 uint64_t now_us);
+                                 uint64_t sent_us, uint64_t now_us);
 /* Looks up the cached reply to (key_id, request_id). Returns 0 and a
  * borrowed pointer valid until the next call that changes the cache, or
  * -ENOENT. */

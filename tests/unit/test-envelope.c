@@ -957,6 +957,15 @@ nonce_of(uint64_t i, uint8_t nonce[YUN_NONCE_SIZE])
     memcpy(nonce, &i, sizeof i);
 }
 
+/* Checks a nonce from a sender whose clock runs a whole window ahead of
+ * ours (the longest open() accepts a message for). */
+static int
+check_ahead_w(struct yun_replay_cache *c, const uint8_t *nonce, uint64_t now, uint64_t w)
+{
+    return yun_replay_cache_check_nonce(c, nonce, now + w, now);
+}
+#define check_ahead(c, nonce, now) check_ahead_w(c, nonce, now, w)
+
 static void
 test_replay_nonce(void **state)
 {
@@ -967,24 +976,26 @@ test_replay_nonce(void **state)
     nonce_of(1, a);
     nonce_of(2, b);
     uint64_t t0 = 1000000;
+    /* Every message here comes from a sender whose clock is a whole window
+     * ahead: open() accepts it for two windows after it arrives. */
 
-    assert_int_equal(yun_replay_cache_check_nonce(c, a, t0), 0);
+    assert_int_equal(check_ahead(c, a, t0), 0);
     assert_int_equal(yun_replay_cache_nonces(c), 1);
-    assert_int_equal(yun_replay_cache_check_nonce(c, a, t0), YUN_E_REPLAY);
-    assert_int_equal(yun_replay_cache_check_nonce(c, b, t0 + 10), 0);
-    assert_int_equal(yun_replay_cache_check_nonce(c, a, t0 + w), YUN_E_REPLAY);
-    assert_int_equal(yun_replay_cache_check_nonce(c, a, t0 + 2 * w), YUN_E_REPLAY);
+    assert_int_equal(check_ahead(c, a, t0), YUN_E_REPLAY);
+    assert_int_equal(check_ahead(c, b, t0 + 10), 0);
+    assert_int_equal(check_ahead(c, a, t0 + w), YUN_E_REPLAY);
+    assert_int_equal(check_ahead(c, a, t0 + 2 * w), YUN_E_REPLAY);
     assert_int_equal(yun_replay_cache_nonces(c), 2);
 
     /* Long after the window: forgotten, accepted again (and remembered). */
-    assert_int_equal(yun_replay_cache_check_nonce(c, a, t0 + 2 * w + 1), 0);
-    assert_int_equal(yun_replay_cache_check_nonce(c, a, t0 + 2 * w + 2), YUN_E_REPLAY);
+    assert_int_equal(check_ahead(c, a, t0 + 2 * w + 1), 0);
+    assert_int_equal(check_ahead(c, a, t0 + 2 * w + 2), YUN_E_REPLAY);
     /* 'b' is still remembered: expiry goes by age. */
-    assert_int_equal(yun_replay_cache_check_nonce(c, b, t0 + 2 * w + 3), YUN_E_REPLAY);
+    assert_int_equal(check_ahead(c, b, t0 + 2 * w + 3), YUN_E_REPLAY);
 
     yun_replay_cache_expire(c, t0 + 100 * w);
     assert_int_equal(yun_replay_cache_nonces(c), 0);
-    assert_int_equal(yun_replay_cache_check_nonce(c, b, t0 + 100 * w), 0);
+    assert_int_equal(check_ahead(c, b, t0 + 100 * w), 0);
     c = yun_replay_cache_free(c);
     assert_null(c);
     assert_null(yun_replay_cache_free(NULL));
@@ -1023,7 +1034,7 @@ test_replay_window_edge(void **state)
             assert_int_equal(r, YUN_E_STALE);
         if (r < 0)
             continue;
-        r = yun_replay_cache_check_nonce(c, in.nonce, now);
+        r = yun_replay_cache_check_nonce(c, in.nonce, in.timestamp_us, now);
         if (r != (seen ? YUN_E_REPLAY : 0))
             fail_msg("now = first + %llu: got %s", (unsigned long long)steps[i],
                      yun_errname(r));
@@ -1044,12 +1055,12 @@ test_replay_many_nonces(void **state)
     /* Half at t0 and half a window later, so expiry can split them. */
     for (uint64_t i = 0; i < n; i++) {
         nonce_of(i * 0x9e3779b97f4a7c15ULL, nonce);
-        assert_int_equal(yun_replay_cache_check_nonce(c, nonce, i < n / 2 ? 10 : 10 + w), 0);
+        assert_int_equal(check_ahead(c, nonce, i < n / 2 ? 10 : 10 + w), 0);
     }
     assert_int_equal(yun_replay_cache_nonces(c), n);
     for (uint64_t i = 0; i < n; i += 7) {
         nonce_of(i * 0x9e3779b97f4a7c15ULL, nonce);
-        assert_int_equal(yun_replay_cache_check_nonce(c, nonce, 10 + w), YUN_E_REPLAY);
+        assert_int_equal(check_ahead(c, nonce, 10 + w), YUN_E_REPLAY);
     }
     assert_int_equal(yun_replay_cache_nonces(c), n);
 
@@ -1058,11 +1069,93 @@ test_replay_many_nonces(void **state)
     assert_int_equal(yun_replay_cache_nonces(c), n / 2);
     for (uint64_t i = 0; i < n; i += 5) {
         nonce_of(i * 0x9e3779b97f4a7c15ULL, nonce);
-        int r = yun_replay_cache_check_nonce(c, nonce, 10 + 2 * w + 1);
+        int r = check_ahead(c, nonce, 10 + 2 * w + 1);
         assert_int_equal(r, i < n / 2 ? 0 : YUN_E_REPLAY);
     }
     yun_replay_cache_expire(c, 100 * w);
     assert_int_equal(yun_replay_cache_nonces(c), 0);
+    yun_replay_cache_free(c);
+}
+
+static void
+test_replay_nonce_on_time(void **state)
+{
+    /* A sender whose clock agrees with ours: its message is accepted for
+     * one window, and its nonce is kept that long, not two. */
+    struct yun_replay_cache *c = NULL;
+    uint64_t w = 1000, t0 = 5000000;
+    assert_int_equal(yun_replay_cache_new(w, 8, &c), 0);
+    uint8_t a[YUN_NONCE_SIZE], b[YUN_NONCE_SIZE], d[YUN_NONCE_SIZE];
+    nonce_of(11, a);
+    nonce_of(12, b);
+    nonce_of(13, d);
+    assert_int_equal(yun_replay_cache_check_nonce(c, a, t0, t0), 0);
+    assert_int_equal(yun_replay_cache_check_nonce(c, a, t0, t0 + w), YUN_E_REPLAY);
+    yun_replay_cache_expire(c, t0 + w + 1);
+    assert_int_equal(yun_replay_cache_nonces(c), 0);
+
+    /* One sent from a window ahead holds those behind it in the ring:
+     * they are kept longer, never shorter. */
+    assert_int_equal(yun_replay_cache_check_nonce(c, b, t0 + 3 * w, t0 + 2 * w), 0);
+    assert_int_equal(yun_replay_cache_check_nonce(c, d, t0 + 2 * w, t0 + 2 * w), 0);
+    assert_int_equal(yun_replay_cache_check_nonce(c, d, t0 + 2 * w, t0 + 3 * w), YUN_E_REPLAY);
+    yun_replay_cache_expire(c, t0 + 3 * w + 1);
+    assert_int_equal(yun_replay_cache_nonces(c), 2);
+    yun_replay_cache_expire(c, t0 + 4 * w + 1);
+    assert_int_equal(yun_replay_cache_nonces(c), 0);
+
+    /* A stamp older than the window (open() refuses it) is still kept
+     * until now, not dropped at once. */
+    assert_int_equal(yun_replay_cache_check_nonce(c, a, t0, t0 + 10 * w), 0);
+    assert_int_equal(yun_replay_cache_check_nonce(c, a, t0, t0 + 10 * w), YUN_E_REPLAY);
+    yun_replay_cache_free(c);
+}
+
+/* The reference the cache must agree with: nonces in arrival order, the
+ * head dropped while its time has passed, found by a linear scan. */
+struct model_nonce {
+    uint64_t id, expire;
+};
+
+static void
+test_replay_nonce_model(void **state)
+{
+    /* Random arrivals, repeats, clock skews and pauses, checked step by
+     * step against the reference; the ring grows and shrinks many times and
+     * the index deletes out of long probe runs (a small id space makes
+     * repeats common). */
+    struct yun_replay_cache *c = NULL;
+    uint64_t w = 2000;
+    assert_int_equal(yun_replay_cache_new(w, 8, &c), 0);
+    size_t cap = 1 << 20, head = 0, tail = 0;
+    struct model_nonce *m = calloc(cap, sizeof *m);
+    assert_non_null(m);
+    uint64_t now = 1000000, rng = 0x2545f4914f6cdd1dULL;
+    for (int step = 0; step < 200000; step++) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        /* Mostly steady; now and then a pause that empties the cache. */
+        now += (rng % 1000 == 0) ? 3 * w : rng % 4;
+        uint64_t id = (rng >> 8) % 30000;
+        uint64_t sent = now - w + (rng >> 24) % (2 * w + 1);
+        while (head < tail && m[head].expire < now)
+            head++;
+        bool seen = false;
+        for (size_t i = head; i < tail && !seen; i++)
+            seen = m[i].id == id;
+        uint8_t nonce[YUN_NONCE_SIZE];
+        nonce_of(id, nonce);
+        int r = yun_replay_cache_check_nonce(c, nonce, sent, now);
+        if (r != (seen ? YUN_E_REPLAY : 0))
+            fail_msg("step %d: id %llu got %s", step, (unsigned long long)id, yun_errname(r));
+        if (!seen) {
+            assert_true(tail < cap);
+            m[tail++] = (struct model_nonce){ .id = id, .expire = sent + w };
+        }
+        assert_int_equal(yun_replay_cache_nonces(c), tail - head);
+    }
+    free(m);
     yun_replay_cache_free(c);
 }
 
@@ -1314,6 +1407,8 @@ main(void)
         cmocka_unit_test(test_replay_nonce),
         cmocka_unit_test(test_replay_window_edge),
         cmocka_unit_test(test_replay_many_nonces),
+        cmocka_unit_test(test_replay_nonce_on_time),
+        cmocka_unit_test(test_replay_nonce_model),
         cmocka_unit_test(test_reply_cache),
         cmocka_unit_test(test_reply_cache_limits),
         cmocka_unit_test(test_key_derive),
