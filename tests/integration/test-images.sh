@@ -7,8 +7,9 @@
 # idle timeout passes; a download resumes from a partial file and a corrupt
 # prefix is caught by the sha512; list filters and pages; properties and
 # tags change; a protected image cannot be deleted; deactivate/reactivate;
-# a qcow2 claimed as raw is refused with the reason; the audit log records
-# it all. Skipped (77) until the scheduler serves OP_IMAGE_CREATE.
+# a qcow2 claimed as raw is refused with the reason, and so are QED and LUKS
+# files; the audit log records it all. Skipped (77) until the scheduler
+# serves OP_IMAGE_CREATE.
 set -euo pipefail
 src=${YUN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 if ! grep -q OP_IMAGE_CREATE "$src/scheduler/dispatch.c" 2>/dev/null; then
@@ -262,6 +263,23 @@ status_is liar killed || fail "the liar image is $(status_of liar)"
 liar_id=$(yun image show liar -f value -c id)
 [ -z "$(bytes_of "$liar_id")" ] || fail "bytes left of a refused image"
 pass "qcow2 claimed as raw refused: $out"
+
+# --- QED and LUKS headers, whatever is claimed. ----------------------------
+qemu-img create -q -f qed "$T/disk.qed" 16M
+qemu-img create -q -f luks --object secret,id=s0,data=yun -o key-secret=s0,iter-time=10 \
+    "$T/disk.luks" 1M
+for f in disk.qed disk.luks; do
+    set +e
+    out=$(yun image create "hidden-$f" --file "$T/$f" --disk-format raw 2>&1 >/dev/null)
+    rc=$?
+    set -e
+    [ "$rc" = 1 ] || fail "$f claimed as raw exited $rc"
+    grep -q 'unsupported-format' <<<"$out" || fail "$f: the refusal does not say why: $out"
+    status_is "hidden-$f" killed || fail "$f: the image is $(status_of "hidden-$f")"
+    [ -z "$(bytes_of "$(yun image show "hidden-$f" -f value -c id)")" ] ||
+        fail "$f: bytes left of a refused image"
+done
+pass "QED and LUKS files claimed as raw refused: $out"
 
 # --- The audit log. ----------------------------------------------------------
 json=$(yun audit list --operation image.create -f json)
