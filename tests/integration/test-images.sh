@@ -8,8 +8,8 @@
 # prefix is caught by the sha512; list filters and pages; properties and
 # tags change; a protected image cannot be deleted; deactivate/reactivate;
 # a qcow2 claimed as raw is refused with the reason, and so are QED and LUKS
-# files; the audit log records it all. Skipped (77) until the scheduler
-# serves OP_IMAGE_CREATE.
+# files; tombstones are purged after the retention; the audit log records
+# it all. Skipped (77) until the scheduler serves OP_IMAGE_CREATE.
 set -euo pipefail
 src=${YUN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 if ! grep -q OP_IMAGE_CREATE "$src/scheduler/dispatch.c" 2>/dev/null; then
@@ -24,9 +24,11 @@ source "$(dirname "$0")/lib.sh"
 
 scheduler_setup
 idle=60
+# Tombstones go a second after their delete (the cron then looks that often).
+printf '[images]\ntombstone_retention_s = 1\n' >>"$T/scheduler.conf"
 if grep -q '"upload_idle_timeout_s"' "$src/scheduler/config.c"; then
     idle=2
-    printf '[images]\nupload_idle_timeout_s = %s\n' "$idle" >>"$T/scheduler.conf"
+    printf 'upload_idle_timeout_s = %s\n' "$idle" >>"$T/scheduler.conf"
 fi
 IMAGES=$T/sched/images
 issue_key operator admin
@@ -280,6 +282,24 @@ for f in disk.qed disk.luks; do
         fail "$f: bytes left of a refused image"
 done
 pass "QED and LUKS files claimed as raw refused: $out"
+
+# --- Tombstones are purged after the retention; the id is free again. ------
+chosen=6f1c0000-0000-4000-8000-0000000000aa
+yun image create chosen --id "$chosen" --disk-format raw >/dev/null
+yun image delete "$chosen"
+set +e
+out=$(yun image create again --id "$chosen" --disk-format raw 2>&1 >/dev/null)
+rc=$?
+set -e
+[ "$rc" = 1 ] && grep -q taken <<<"$out" || fail "a tombstone's id was taken at once: $out"
+purged() {
+    yun audit list --operation image.purge -f json |
+        jq -e --arg id "$chosen" 'any(.[]; .target == $id and .user == "scheduler")'
+}
+wait_for 10 purged || fail "no image.purge audit record for the tombstone"
+yun image create again --id "$chosen" --disk-format raw -f value -c status | grep -qx queued ||
+    fail "the purged id could not be chosen again"
+pass "tombstone purged after tombstone_retention_s; its id is free again"
 
 # --- The audit log. ----------------------------------------------------------
 json=$(yun audit list --operation image.create -f json)
