@@ -795,6 +795,30 @@ error_offset(struct sched_call *call, const char *id, uint64_t offset, uint64_t 
                             (unsigned long long)received, (unsigned long long)offset);
 }
 
+/* Checks that 'need' more bytes of image 'id' leave the image store with
+ * at least [images] store_min_free_mb free. Returns 0, or -ENOSPC or the
+ * store's error with a sentence naming the numbers in 'why'. */
+static int
+check_space(struct sched *s, const char *id, uint64_t need, char *why, size_t why_size)
+{
+    struct sched_image_store *st = s->images->store;
+    uint64_t reserve = (uint64_t)s->cfg.image_store_min_free_mb << 20;
+    uint64_t free_bytes;
+    int r = st->ops->space(st, &free_bytes);
+    if (r < 0) {
+        snprintf(why, why_size, "Cannot tell the free space of the image store for image "
+                 "'%s': %s.", id, yun_strerror(r));
+        return r;
+    }
+    if (free_bytes >= reserve && free_bytes - reserve >= need)
+        return 0;
+    snprintf(why, why_size, "No room for image '%s': %llu more bytes would leave the image "
+             "store with less than the %u MiB it keeps free (%llu MiB are free).", id,
+             (unsigned long long)need, s->cfg.image_store_min_free_mb,
+             (unsigned long long)(free_bytes >> 20));
+    return -ENOSPC;
+}
+
 /* The first chunk: checks the image, opens a session and moves the record
  * from queued to saving. */
 static int
@@ -824,6 +848,14 @@ upload_start(struct sched_call *call, const Yun__ImageUploadRequest *q,
         return sched_call_error(call, -EBUSY,
                                 "%zu uploads are in progress, the most allowed; try again "
                                 "later.", im->n_sessions);
+    /* Before anything is written or changed: a refusal leaves the image
+     * queued and no bytes behind. The whole image when its size is
+     * known, else this chunk; each later chunk is checked as it comes. */
+    char why[256];
+    r = check_space(s, img->id, q->expected_size > q->data.len ? q->expected_size : q->data.len,
+                    why, sizeof why);
+    if (r < 0)
+        return sched_call_error(call, r, "%s", why);
 
     struct image_session *se = calloc(1, sizeof *se);
     if (!se)
@@ -1046,6 +1078,13 @@ image_upload(struct sched_call *call, const Yun__ImageUploadRequest *q)
                                                 YUN_IMGFMT_REJECT_TOO_LARGE),
                             s->cfg.image_max_virtual_size_gb);
     if (len) {
+        /* Stopped here, a full disk kills the upload with the reserve
+         * still free, and its bytes go at once rather than at the idle
+         * timeout. A statvfs costs a microsecond per chunk. */
+        char why[256];
+        r = check_space(s, se->id, len, why, sizeof why);
+        if (r < 0)
+            return session_kill(s, se, call, r, "%s", why);
         /* Hashing is the slowest step: the helpers hash this chunk, from
          * a copy, until the next chunk comes, while this thread stores and
          * inspects it, answers, and opens and decodes the next request.
@@ -2382,7 +2421,12 @@ sched_image_snapshot_chunk(struct sched_call *call, const char *instance_id,
                                     img->id, img->status);
         if (offset != 0)
             return error_offset(call, img->id, offset, 0);
-        int r = snapshot_start(call, img, &se);
+        /* As for an upload: refused while the image is still queued. */
+        char why[256];
+        int r = check_space(s, img->id, len, why, sizeof why);
+        if (r < 0)
+            return sched_call_error(call, r, "%s", why);
+        r = snapshot_start(call, img, &se);
         if (r < 0)
             return r;
     } else if (offset != se->received) {
@@ -2395,7 +2439,11 @@ sched_image_snapshot_chunk(struct sched_call *call, const char *instance_id,
                                                 YUN_IMGFMT_REJECT_TOO_LARGE),
                             s->cfg.image_max_virtual_size_gb);
     if (len) {
-        int r = yun_digest_update_start(se->digest, data, len);
+        char why[256];
+        int r = check_space(s, se->id, len, why, sizeof why);
+        if (r < 0)
+            return session_kill(s, se, call, r, "%s", why);
+        r = yun_digest_update_start(se->digest, data, len);
         int w = r < 0 ? 0 : im->store->ops->write(se->writer, se->received, data, len);
         int f = r < 0 || w < 0 ? 0 : yun_imgfmt_feed(se->insp, data, len);
         int h = yun_digest_update_wait(se->digest);

@@ -8,8 +8,10 @@
 # prefix is caught by the sha512; list filters and pages; properties and
 # tags change; a protected image cannot be deleted; deactivate/reactivate;
 # a qcow2 claimed as raw is refused with the reason, and so are QED and LUKS
-# files; tombstones are purged after the retention; the audit log records
-# it all. Skipped (77) until the scheduler serves OP_IMAGE_CREATE.
+# files; tombstones are purged after the retention; an upload that would
+# eat into the free-space reserve is refused and the image stays queued;
+# the audit log records it all. Skipped (77) until the scheduler serves
+# OP_IMAGE_CREATE.
 set -euo pipefail
 src=${YUN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 if ! grep -q OP_IMAGE_CREATE "$src/scheduler/dispatch.c" 2>/dev/null; then
@@ -300,6 +302,24 @@ wait_for 10 purged || fail "no image.purge audit record for the tombstone"
 yun image create again --id "$chosen" --disk-format raw -f value -c status | grep -qx queued ||
     fail "the purged id could not be chosen again"
 pass "tombstone purged after tombstone_retention_s; its id is free again"
+
+# --- No room: a reserve above the free space refuses uploads. -------------
+kill -TERM "$SCHED_PID"
+wait "$SCHED_PID" 2>/dev/null || true
+mb=$(df -Pm "$IMAGES" | awk 'NR == 2 { print $4 }')
+printf '[images]\nstore_min_free_mb = %s\n' $((mb + 1024)) >>"$T/scheduler.conf"
+start_scheduler
+wait_for 10 yun image list || fail "the scheduler did not start again"
+set +e
+out=$(yun image create full --file "$T/raw.img" --disk-format raw 2>&1 >/dev/null)
+rc=$?
+set -e
+[ "$rc" = 1 ] || fail "an upload without room exited $rc: $out"
+grep -q 'No room for image' <<<"$out" && grep -q '(ENOSPC)' <<<"$out" ||
+    fail "unclear refusal without room: $out"
+status_is full queued || fail "the refused image is $(status_of full), not queued"
+[ -z "$(bytes_of "$(yun image show full -f value -c id)")" ] || fail "bytes left without room"
+pass "no room under store_min_free_mb: $out"
 
 # --- The audit log. ----------------------------------------------------------
 json=$(yun audit list --operation image.create -f json)

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -720,6 +721,66 @@ test_upload_limits(void **state)
     /* Uploads go by id only. */
     _cleanup_free_ char *e = create(fx, &P1, "by-name", NULL);
     assert_int_equal(upload(fx, &P1, "by-name", data, sizeof data, NULL, NULL), YUN_E_NOIMAGE);
+}
+
+/* MiB free now on the image directory's file system, as the store counts. */
+static uint64_t
+free_mb(struct fixture *fx)
+{
+    struct statvfs sv;
+    assert_int_equal(statvfs(fx->images, &sv), 0);
+    return (uint64_t)sv.f_bavail * sv.f_frsize >> 20;
+}
+
+/* An upload that would leave the store's file system with less than
+ * [images] store_min_free_mb is refused before it starts, leaving the
+ * image queued and no bytes; once started, it is killed with its bytes. */
+static void
+test_free_space(void **state)
+{
+    struct fixture *fx = *state;
+    uint8_t data[4096];
+    fill(data, sizeof data, 8);
+    char st[32], *msg = NULL;
+    _cleanup_free_ char *a = create(fx, &P1, "a", NULL);
+
+    /* The reserve is above what is free. */
+    uint64_t above = free_mb(fx) + 1024;
+    assert_true(above <= UINT32_MAX);
+    fx->s.cfg.image_store_min_free_mb = (uint32_t)above;
+    assert_int_equal(upload(fx, &P1, a, data, sizeof data, NULL, &msg), -ENOSPC);
+    assert_contains(msg, "No room for image");
+    assert_contains(msg, "MiB it keeps free");
+    free(msg);
+    assert_string_equal(status_of(fx, a, st, sizeof st), "queued");
+    assert_false(exists(fx, a, true));
+    assert_false(exists(fx, a, false));
+
+    /* No reserve, but the expected size does not fit. */
+    fx->s.cfg.image_store_min_free_mb = 0;
+    struct upload_opts big = { .expected_size = (free_mb(fx) + 1024) << 20 };
+    assert_int_equal(upload(fx, &P1, a, data, sizeof data, &big, &msg), -ENOSPC);
+    assert_contains(msg, "No room for image");
+    free(msg);
+    assert_string_equal(status_of(fx, a, st, sizeof st), "queued");
+    assert_false(exists(fx, a, true));
+
+    /* With room the same image uploads. */
+    assert_int_equal(upload(fx, &P1, a, data, sizeof data, NULL, NULL), 0);
+    assert_string_equal(status_of(fx, a, st, sizeof st), "active");
+
+    /* The space goes during an upload: the next chunk kills it. */
+    _cleanup_free_ char *b = create(fx, &P1, "b", NULL);
+    assert_int_equal(send_chunk(fx, &P1, b, 0, data, sizeof data, false, NULL), 0);
+    assert_true(exists(fx, b, true));
+    fx->s.cfg.image_store_min_free_mb = (uint32_t)above;
+    assert_int_equal(send_chunk(fx, &P1, b, sizeof data, data, sizeof data, true, NULL),
+                     -ENOSPC);
+    assert_string_equal(status_of(fx, b, st, sizeof st), "killed");
+    assert_false(exists(fx, b, true));
+    assert_false(exists(fx, b, false));
+    /* The image already stored is untouched. */
+    assert_true(exists(fx, a, false));
 }
 
 /* --- sessions: idle reaping, restart, shutdown -------------------------------- */
@@ -1888,6 +1949,7 @@ main(void)
         T(test_wrong_offset),
         T(test_inspector_rejects),
         T(test_upload_limits),
+        T(test_free_space),
         T(test_idle_reaped),
         T(test_restart_recovery),
         T(test_list_pages),
