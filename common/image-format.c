@@ -84,6 +84,9 @@
 #define ISO_SECTOR 2048
 #define ISO_FIRST_VD 16                       /* volume descriptors start at 32 KiB */
 
+#define LUKS_MAGIC "LUKS\xba\xbe"             /* then a big-endian u16 version */
+#define QED_MAGIC "QED\0"                      /* little-endian 0x00444551 */
+
 #ifndef MIN
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #endif
@@ -180,6 +183,7 @@ static const char *const reject_names[_YUN_IMGFMT_REJECT_MAX] = {
     [YUN_IMGFMT_REJECT_VMDK_SUBFORMAT] = "vmdk-subformat",
     [YUN_IMGFMT_REJECT_VMDK_EXTENT] = "vmdk-extent",
     [YUN_IMGFMT_REJECT_TOO_LARGE] = "too-large",
+    [YUN_IMGFMT_REJECT_UNSUPPORTED_FORMAT] = "unsupported-format",
 };
 
 /* Returns the name of 'f' ("qcow2"), or NULL when out of range. */
@@ -827,6 +831,41 @@ match_iso(const struct judge *j)
             head_has(j, k * ISO_SECTOR + 1, "NSR03", 5))
             return true;
     return false;
+}
+
+/* Formats qemu can open but we never accept: QED (block/qed.c; it may name
+ * a backing file) and LUKS (crypto/block-luks.c, versions 1 and 2; qemu's
+ * luks driver would present the decrypted payload, not these bytes).
+ * Neither is a disk_format, so the claim can never be right; detecting
+ * them keeps a "raw" upload from being such a header, which qemu would
+ * read differently if it ever probed the file (Glance refuses them too).
+ * Any content starting with either magic is refused, whatever version or
+ * other fields follow. Returns true and rejects 'j' when one matched. */
+static bool
+judge_unsupported(struct judge *j, enum yun_imgfmt claim)
+{
+    char what[64];
+
+    if (head_has(j, 0, QED_MAGIC, 4)) {
+        snprintf(what, sizeof what, "'qed' (QEMU enhanced disk)");
+    } else if (head_has(j, 0, LUKS_MAGIC, 6)) {
+        unsigned version = j->head_size >= 8 ? rd_be16(j->head + 6) : 0;
+
+        if (version == 1 || version == 2)
+            snprintf(what, sizeof what, "'luks' (a LUKS version %u encrypted volume)", version);
+        else
+            snprintf(what, sizeof what, "'luks' (a LUKS header of unknown version)");
+    } else {
+        return false;
+    }
+    if (claim >= 0)
+        reject(j, YUN_IMGFMT_REJECT_UNSUPPORTED_FORMAT,
+               "The image was declared as '%s' but its content is %s, a format that is "
+               "not accepted.", imgfmt_names[claim], what);
+    else
+        reject(j, YUN_IMGFMT_REJECT_UNSUPPORTED_FORMAT,
+               "The image's content is %s, a format that is not accepted.", what);
+    return true;
 }
 
 /* An MBR boot signature or a GPT header (512- or 4096-byte sectors). Raw
@@ -1691,6 +1730,13 @@ yun_imgfmt_finish(const struct yun_imgfmt_inspector *insp,
     for (size_t i = 0; i < j.tail_size; i++)
         j.tail[i] = insp->tail[(start + i) % TAIL_SIZE];
     res.actual_size = insp->pos;
+
+    /* Before anything else: whatever else such content also looks like,
+     * and whatever was claimed, it is refused as what it starts with. */
+    if (judge_unsupported(&j, claim)) {
+        *ret = res;
+        return 0;
+    }
 
     if (match_qcow2(&j))
         found[n++] = YUN_IMGFMT_QCOW2;

@@ -6,9 +6,12 @@
  * The role of Glance's format_inspector; our own code.
  *
  * It detects raw, qcow2, vmdk, vhd (qemu's "vpc"), vhdx, vdi and iso and
- * reports the virtual size. It is streaming: bytes are fed in chunks of any
- * size as they arrive, the whole image is never buffered, and the verdict
- * does not depend on how the stream was cut into chunks.
+ * reports the virtual size. It also recognises QED and LUKS headers, formats
+ * qemu would open but that are not accepted here, and refuses them whatever
+ * was claimed (YUN_IMGFMT_REJECT_UNSUPPORTED_FORMAT). It is streaming: bytes
+ * are fed in chunks of any size as they arrive, the whole image is never
+ * buffered, and the verdict does not depend on how the stream was cut into
+ * chunks.
  *
  * Memory: about 66 KiB per inspector, plus up to 1 MiB for a VMDK embedded
  * descriptor and 128 KiB for VHDX tables, only when the image is of that
@@ -58,6 +61,7 @@ enum yun_imgfmt_reject {
     YUN_IMGFMT_REJECT_VMDK_SUBFORMAT,      /* not monolithicSparse/streamOptimized */
     YUN_IMGFMT_REJECT_VMDK_EXTENT,         /* VMDK descriptor names other extents */
     YUN_IMGFMT_REJECT_TOO_LARGE,           /* virtual size above the policy's limit */
+    YUN_IMGFMT_REJECT_UNSUPPORTED_FORMAT,  /* a format we know but never accept (QED, LUKS) */
     _YUN_IMGFMT_REJECT_MAX,
     _YUN_IMGFMT_REJECT_INVALID = -EINVAL,
 };
@@ -71,7 +75,9 @@ struct yun_imgfmt_policy {
 };
 
 struct yun_imgfmt_result {
-    enum yun_imgfmt format;         /* detected; RAW when nothing else matched */
+    enum yun_imgfmt format;         /* detected; RAW when nothing else matched, also
+                                     * for an unsupported format (then 'reject' says
+                                     * unsupported-format and 'message' names it) */
     uint64_t virtual_size;          /* bytes; 0 when rejected before it was known */
     uint64_t actual_size;           /* bytes fed */
     enum yun_imgfmt_reject reject;  /* YUN_IMGFMT_REJECT_NONE when accepted */

@@ -57,6 +57,13 @@ const struct yun_cfg_key sched_config_table[] = {
       "Uploads in progress at once; more are refused until one ends."),
     K("images", "max_images_per_project", YUN_CFG_U32, image_max_per_project, "1000", 1,
       10000000, "Image records a project may own (deleted images do not count)."),
+    K("images", "tombstone_retention_s", YUN_CFG_U32, image_tombstone_retention_s, "604800",
+      0, 315360000, "A deleted image stays as a tombstone, so that its id is not taken again, "
+      "for this many seconds, then its record is purged; 0 keeps tombstones forever."),
+    K("images", "store_min_free_mb", YUN_CFG_U32, image_store_min_free_mb, "1024", 0,
+      1073741824, "Free space, in MiB, that uploads always leave on the file system of "
+      "image_dir: an upload that would go below it is refused before it starts (the image "
+      "stays queued) or, once started, killed with its bytes removed."),
     K("audit", "retention_days", YUN_CFG_U32, audit_retention_days, "90", 0, 36500,
       "Audit records older than this many days are dropped; 0 keeps them forever."),
     K("identity", "token_key_dir", YUN_CFG_STRING, token_key_dir, "", 0, 0,

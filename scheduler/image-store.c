@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -310,6 +311,21 @@ file_scan(struct sched_image_store *st, sched_image_store_scan_fn cb, void *data
     return r;
 }
 
+/* f_bavail, not f_bfree: the blocks reserved for root are not ours to
+ * count on, even when the scheduler runs as root. */
+static int
+file_space(struct sched_image_store *st, uint64_t *ret_free)
+{
+    struct statvfs sv;
+    if (fstatvfs(to_file(st)->dir_fd, &sv) < 0)
+        return -errno;
+    uint64_t bytes;
+    if (__builtin_mul_overflow((uint64_t)sv.f_bavail, (uint64_t)sv.f_frsize, &bytes))
+        bytes = UINT64_MAX;
+    *ret_free = bytes;
+    return 0;
+}
+
 static void
 file_free(struct sched_image_store *st)
 {
@@ -333,6 +349,7 @@ static const struct sched_image_store_ops file_ops = {
     .stat = file_stat,
     .remove = file_remove,
     .scan = file_scan,
+    .space = file_space,
     .free = file_free,
 };
 

@@ -46,6 +46,9 @@ struct sched_image_store_ops {
     int (*remove)(struct sched_image_store *st, const char *id);
     /* Calls 'cb' for every object held, committed or partial. */
     int (*scan)(struct sched_image_store *st, sched_image_store_scan_fn cb, void *data);
+    /* Bytes the store can still take now (for the file back-end, what an
+     * unprivileged writer may still use of the directory's file system). */
+    int (*space)(struct sched_image_store *st, uint64_t *ret_free);
     void (*free)(struct sched_image_store *st);
 };
 

@@ -3,7 +3,8 @@
  * in the "images" database keyed by id, with the index "image_names"
  * (key: name, NUL, id) for look-ups by name; bytes live behind
  * image-store.h. Deleted images stay as tombstones (status "deleted") so
- * that an id is never reused for other bytes.
+ * that an id is not reused for other bytes, until the cron purges them
+ * after [images] tombstone_retention_s.
  *
  * Life of an image: create -> queued; the first upload chunk -> saving;
  * the last chunk, when the digests, the expected size and checksums and
@@ -72,6 +73,13 @@ YUN_LOG_MODULE("sched.image");
 /* Room a data message needs beyond its data: the envelope's own overhead
  * is added by the bus on top of max_message_size. */
 #define CHUNK_OVERHEAD 4096
+/* Tombstones purged per write transaction, so that one cron step holds
+ * the write lock and the loop only briefly; a full batch has the next
+ * step run at the next cron tick. */
+#define PURGE_BATCH 256
+/* How often the cron looks for tombstones past the retention (more often
+ * when the retention itself is shorter). */
+#define PURGE_PERIOD_MS 60000
 
 #define ST_QUEUED "queued"
 #define ST_SAVING "saving"
@@ -129,6 +137,7 @@ struct sched_images {
     struct sched_image_store *store;
     struct image_session *sessions;
     size_t n_sessions;
+    int64_t next_purge_ms;              /* CLOCK_MONOTONIC of the next tombstone purge */
 };
 
 static void
@@ -786,6 +795,30 @@ error_offset(struct sched_call *call, const char *id, uint64_t offset, uint64_t 
                             (unsigned long long)received, (unsigned long long)offset);
 }
 
+/* Checks that 'need' more bytes of image 'id' leave the image store with
+ * at least [images] store_min_free_mb free. Returns 0, or -ENOSPC or the
+ * store's error with a sentence naming the numbers in 'why'. */
+static int
+check_space(struct sched *s, const char *id, uint64_t need, char *why, size_t why_size)
+{
+    struct sched_image_store *st = s->images->store;
+    uint64_t reserve = (uint64_t)s->cfg.image_store_min_free_mb << 20;
+    uint64_t free_bytes;
+    int r = st->ops->space(st, &free_bytes);
+    if (r < 0) {
+        snprintf(why, why_size, "Cannot tell the free space of the image store for image "
+                 "'%s': %s.", id, yun_strerror(r));
+        return r;
+    }
+    if (free_bytes >= reserve && free_bytes - reserve >= need)
+        return 0;
+    snprintf(why, why_size, "No room for image '%s': %llu more bytes would leave the image "
+             "store with less than the %u MiB it keeps free (%llu MiB are free).", id,
+             (unsigned long long)need, s->cfg.image_store_min_free_mb,
+             (unsigned long long)(free_bytes >> 20));
+    return -ENOSPC;
+}
+
 /* The first chunk: checks the image, opens a session and moves the record
  * from queued to saving. */
 static int
@@ -815,6 +848,14 @@ upload_start(struct sched_call *call, const Yun__ImageUploadRequest *q,
         return sched_call_error(call, -EBUSY,
                                 "%zu uploads are in progress, the most allowed; try again "
                                 "later.", im->n_sessions);
+    /* Before anything is written or changed: a refusal leaves the image
+     * queued and no bytes behind. The whole image when its size is
+     * known, else this chunk; each later chunk is checked as it comes. */
+    char why[256];
+    r = check_space(s, img->id, q->expected_size > q->data.len ? q->expected_size : q->data.len,
+                    why, sizeof why);
+    if (r < 0)
+        return sched_call_error(call, r, "%s", why);
 
     struct image_session *se = calloc(1, sizeof *se);
     if (!se)
@@ -1037,6 +1078,13 @@ image_upload(struct sched_call *call, const Yun__ImageUploadRequest *q)
                                                 YUN_IMGFMT_REJECT_TOO_LARGE),
                             s->cfg.image_max_virtual_size_gb);
     if (len) {
+        /* Stopped here, a full disk kills the upload with the reserve
+         * still free, and its bytes go at once rather than at the idle
+         * timeout. A statvfs costs a microsecond per chunk. */
+        char why[256];
+        r = check_space(s, se->id, len, why, sizeof why);
+        if (r < 0)
+            return session_kill(s, se, call, r, "%s", why);
         /* Hashing is the slowest step: the helpers hash this chunk, from
          * a copy, until the next chunk comes, while this thread stores and
          * inspects it, answers, and opens and decodes the next request.
@@ -1107,11 +1155,124 @@ sched_image_reap(struct sched *s, int64_t now_ms)
     }
 }
 
-/* The cron's entry: sched_image_reap with the current monotonic time. */
+/* --- tombstone purge ------------------------------------------------------- */
+
+struct purge_scan {
+    uint64_t cutoff_us;
+    char (*ids)[YUN_UUID_STR_SIZE];
+    size_t n;
+};
+
+static int
+scan_tombstone(const void *key, size_t key_size, const void *val, size_t val_size, void *data)
+{
+    struct purge_scan *p = data;
+    if (key_size >= YUN_UUID_STR_SIZE)
+        return 0;
+    _cleanup_(image_freep) Yun__ImageRecord *img = yun__image_record__unpack(NULL, val_size,
+                                                                               val);
+    /* A record that does not decode is not known to be a tombstone: it
+     * stays, and the handlers that read it report it. */
+    if (!img || strcmp(img->status, ST_DELETED) != 0 || img->updated_us >= p->cutoff_us)
+        return 0;
+    memcpy(p->ids[p->n], key, key_size);
+    p->ids[p->n][key_size] = '\0';
+    return ++p->n == PURGE_BATCH ? 1 : 0;
+}
+
+/* Removes one tombstone found by the scan, if it still is one past the
+ * cutoff: its record (members included), its name index entry if one is
+ * left, and an audit record of the purge. Returns 1 when purged, 0 when
+ * it is no longer there or no longer old enough, or a negative errno. */
+static int
+purge_one(struct sched *s, struct yun_txn *txn, const char *id, uint64_t cutoff_us)
+{
+    _cleanup_(image_freep) Yun__ImageRecord *img = NULL;
+    int r = load_image(txn, id, &img);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    if (strcmp(img->status, ST_DELETED) != 0 || img->updated_us >= cutoff_us)
+        return 0;
+    r = yun_txn_del(txn, IMAGES_DB, id, strlen(id));
+    if (r >= 0)
+        r = name_index_del(txn, img->name, img->id);
+    if (r >= 0)
+        r = sched_audit_system(s, txn, "image.purge", id, 0,
+                               "The tombstone of the deleted image was purged after "
+                               "[images] tombstone_retention_s.");
+    return r < 0 ? r : 1;
+}
+
+/* Purges up to PURGE_BATCH tombstones (images deleted, i.e. last updated,
+ * before 'now_us' minus [images] tombstone_retention_s; wall-clock time)
+ * in one write transaction, found by a read-only scan before it. Their
+ * ids may then be taken again. Returns the number purged (PURGE_BATCH
+ * means more may be left), 0 when the retention is 0 (keep forever), or
+ * a negative errno from the store, with nothing purged. */
+int
+sched_image_purge(struct sched *s, uint64_t now_us)
+{
+    uint64_t keep_us = (uint64_t)s->cfg.image_tombstone_retention_s * 1000000u;
+    if (s->cfg.image_tombstone_retention_s == 0 || now_us <= keep_us)
+        return 0;
+    _cleanup_free_ char (*ids)[YUN_UUID_STR_SIZE] = calloc(PURGE_BATCH, sizeof *ids);
+    if (!ids)
+        return -ENOMEM;
+    struct purge_scan p = { .cutoff_us = now_us - keep_us, .ids = ids };
+
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(s->store, false, &txn);
+    if (r >= 0)
+        r = yun_txn_iterate(txn, IMAGES_DB, NULL, 0, scan_tombstone, &p);
+    yun_txn_abortp(&txn);
+    if (r < 0 || p.n == 0)
+        return r;
+
+    size_t purged = 0;
+    r = yun_txn_begin(s->store, true, &txn);
+    for (size_t i = 0; r >= 0 && i < p.n; i++) {
+        r = purge_one(s, txn, ids[i], p.cutoff_us);
+        if (r > 0)
+            purged++;
+    }
+    if (r >= 0)
+        r = yun_txn_commit(TAKE_PTR(txn));
+    if (r < 0)
+        return r;
+
+    /* Their bytes went at delete; a removal that failed then (or a crash
+     * between the record and the bytes) gets another chance. */
+    for (size_t i = 0; i < p.n && s->images; i++) {
+        int q = s->images->store->ops->remove(s->images->store, ids[i]);
+        if (q < 0 && q != -ENOENT)
+            log_err_errno(q, "cannot remove the bytes of a purged image image=%s", ids[i]);
+    }
+    if (purged)
+        log_info("image tombstones purged count=%zu retention_s=%u", purged,
+                 s->cfg.image_tombstone_retention_s);
+    return (int)purged;
+}
+
+/* The cron's entry: sched_image_reap with the current monotonic time, and
+ * the tombstone purge every PURGE_PERIOD_MS (or retention, if shorter),
+ * batch after batch on consecutive ticks while batches come back full. */
 void
 sched_image_cron(struct sched *s)
 {
-    sched_image_reap(s, yun_now_ms());
+    struct sched_images *im = s->images;
+    int64_t now = yun_now_ms();
+    sched_image_reap(s, now);
+    if (!im || s->cfg.image_tombstone_retention_s == 0 || now < im->next_purge_ms)
+        return;
+    int64_t period = PURGE_PERIOD_MS;
+    if ((int64_t)s->cfg.image_tombstone_retention_s * 1000 < period)
+        period = (int64_t)s->cfg.image_tombstone_retention_s * 1000;
+    int r = sched_image_purge(s, yun_wall_us());
+    if (r < 0)
+        log_err_errno(r, "cannot purge image tombstones, will retry");
+    im->next_purge_ms = r == PURGE_BATCH ? now : now + period;
 }
 
 /* --- download -------------------------------------------------------------- */
@@ -2260,7 +2421,12 @@ sched_image_snapshot_chunk(struct sched_call *call, const char *instance_id,
                                     img->id, img->status);
         if (offset != 0)
             return error_offset(call, img->id, offset, 0);
-        int r = snapshot_start(call, img, &se);
+        /* As for an upload: refused while the image is still queued. */
+        char why[256];
+        int r = check_space(s, img->id, len, why, sizeof why);
+        if (r < 0)
+            return sched_call_error(call, r, "%s", why);
+        r = snapshot_start(call, img, &se);
         if (r < 0)
             return r;
     } else if (offset != se->received) {
@@ -2273,7 +2439,11 @@ sched_image_snapshot_chunk(struct sched_call *call, const char *instance_id,
                                                 YUN_IMGFMT_REJECT_TOO_LARGE),
                             s->cfg.image_max_virtual_size_gb);
     if (len) {
-        int r = yun_digest_update_start(se->digest, data, len);
+        char why[256];
+        int r = check_space(s, se->id, len, why, sizeof why);
+        if (r < 0)
+            return session_kill(s, se, call, r, "%s", why);
+        r = yun_digest_update_start(se->digest, data, len);
         int w = r < 0 ? 0 : im->store->ops->write(se->writer, se->received, data, len);
         int f = r < 0 || w < 0 ? 0 : yun_imgfmt_feed(se->insp, data, len);
         int h = yun_digest_update_wait(se->digest);

@@ -49,6 +49,8 @@ struct sched_config {
     uint32_t image_max_virtual_size_gb;
     uint32_t image_max_uploads;       /* upload sessions open at once */
     uint32_t image_max_per_project;   /* image records per owner (deleted ones excepted) */
+    uint32_t image_tombstone_retention_s; /* deleted records kept this long; 0 = forever */
+    uint32_t image_store_min_free_mb; /* uploads never leave the store's fs with less */
     uint32_t audit_retention_days;    /* 0 = keep forever */
     uint32_t worker_threads;          /* the pool for slow work: password hashes, keygen */
     uint32_t worker_queue;            /* jobs queued or running at once */
@@ -294,10 +296,13 @@ struct sched_hosts *sched_hosts_free(struct sched_hosts *hs);
  * uploads in progress the same way and frees the module. */
 int sched_image_init(struct sched *s);
 void sched_image_done(struct sched *s);
-/* Reaps idle uploads; run from the cron timer. */
+/* Reaps idle uploads and purges old tombstones; run from the cron timer. */
 void sched_image_cron(struct sched *s);
 /* The reaper with an explicit CLOCK_MONOTONIC time in ms, for tests. */
 void sched_image_reap(struct sched *s, int64_t now_ms);
+/* One batch of the tombstone purge at wall-clock 'now_us', for the cron
+ * and tests: returns how many were purged or a negative errno. */
+int sched_image_purge(struct sched *s, uint64_t now_us);
 int sched_image_create(struct sched_call *call, const ProtobufCMessage *req);
 int sched_image_upload(struct sched_call *call, const ProtobufCMessage *req);
 int sched_image_download(struct sched_call *call, const ProtobufCMessage *req);

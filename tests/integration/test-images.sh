@@ -7,8 +7,11 @@
 # idle timeout passes; a download resumes from a partial file and a corrupt
 # prefix is caught by the sha512; list filters and pages; properties and
 # tags change; a protected image cannot be deleted; deactivate/reactivate;
-# a qcow2 claimed as raw is refused with the reason; the audit log records
-# it all. Skipped (77) until the scheduler serves OP_IMAGE_CREATE.
+# a qcow2 claimed as raw is refused with the reason, and so are QED and LUKS
+# files; tombstones are purged after the retention; an upload that would
+# eat into the free-space reserve is refused and the image stays queued;
+# the audit log records it all. Skipped (77) until the scheduler serves
+# OP_IMAGE_CREATE.
 set -euo pipefail
 src=${YUN_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 if ! grep -q OP_IMAGE_CREATE "$src/scheduler/dispatch.c" 2>/dev/null; then
@@ -23,9 +26,11 @@ source "$(dirname "$0")/lib.sh"
 
 scheduler_setup
 idle=60
+# Tombstones go a second after their delete (the cron then looks that often).
+printf '[images]\ntombstone_retention_s = 1\n' >>"$T/scheduler.conf"
 if grep -q '"upload_idle_timeout_s"' "$src/scheduler/config.c"; then
     idle=2
-    printf '[images]\nupload_idle_timeout_s = %s\n' "$idle" >>"$T/scheduler.conf"
+    printf 'upload_idle_timeout_s = %s\n' "$idle" >>"$T/scheduler.conf"
 fi
 IMAGES=$T/sched/images
 issue_key operator admin
@@ -262,6 +267,59 @@ status_is liar killed || fail "the liar image is $(status_of liar)"
 liar_id=$(yun image show liar -f value -c id)
 [ -z "$(bytes_of "$liar_id")" ] || fail "bytes left of a refused image"
 pass "qcow2 claimed as raw refused: $out"
+
+# --- QED and LUKS headers, whatever is claimed. ----------------------------
+qemu-img create -q -f qed "$T/disk.qed" 16M
+qemu-img create -q -f luks --object secret,id=s0,data=yun -o key-secret=s0,iter-time=10 \
+    "$T/disk.luks" 1M
+for f in disk.qed disk.luks; do
+    set +e
+    out=$(yun image create "hidden-$f" --file "$T/$f" --disk-format raw 2>&1 >/dev/null)
+    rc=$?
+    set -e
+    [ "$rc" = 1 ] || fail "$f claimed as raw exited $rc"
+    grep -q 'unsupported-format' <<<"$out" || fail "$f: the refusal does not say why: $out"
+    status_is "hidden-$f" killed || fail "$f: the image is $(status_of "hidden-$f")"
+    [ -z "$(bytes_of "$(yun image show "hidden-$f" -f value -c id)")" ] ||
+        fail "$f: bytes left of a refused image"
+done
+pass "QED and LUKS files claimed as raw refused: $out"
+
+# --- Tombstones are purged after the retention; the id is free again. ------
+chosen=6f1c0000-0000-4000-8000-0000000000aa
+yun image create chosen --id "$chosen" --disk-format raw >/dev/null
+yun image delete "$chosen"
+set +e
+out=$(yun image create again --id "$chosen" --disk-format raw 2>&1 >/dev/null)
+rc=$?
+set -e
+[ "$rc" = 1 ] && grep -q taken <<<"$out" || fail "a tombstone's id was taken at once: $out"
+purged() {
+    yun audit list --operation image.purge -f json |
+        jq -e --arg id "$chosen" 'any(.[]; .target == $id and .user == "scheduler")'
+}
+wait_for 10 purged || fail "no image.purge audit record for the tombstone"
+yun image create again --id "$chosen" --disk-format raw -f value -c status | grep -qx queued ||
+    fail "the purged id could not be chosen again"
+pass "tombstone purged after tombstone_retention_s; its id is free again"
+
+# --- No room: a reserve above the free space refuses uploads. -------------
+kill -TERM "$SCHED_PID"
+wait "$SCHED_PID" 2>/dev/null || true
+mb=$(df -Pm "$IMAGES" | awk 'NR == 2 { print $4 }')
+printf '[images]\nstore_min_free_mb = %s\n' $((mb + 1024)) >>"$T/scheduler.conf"
+start_scheduler
+wait_for 10 yun image list || fail "the scheduler did not start again"
+set +e
+out=$(yun image create full --file "$T/raw.img" --disk-format raw 2>&1 >/dev/null)
+rc=$?
+set -e
+[ "$rc" = 1 ] || fail "an upload without room exited $rc: $out"
+grep -q 'No room for image' <<<"$out" && grep -q '(ENOSPC)' <<<"$out" ||
+    fail "unclear refusal without room: $out"
+status_is full queued || fail "the refused image is $(status_of full), not queued"
+[ -z "$(bytes_of "$(yun image show full -f value -c id)")" ] || fail "bytes left without room"
+pass "no room under store_min_free_mb: $out"
 
 # --- The audit log. ----------------------------------------------------------
 json=$(yun audit list --operation image.create -f json)

@@ -2173,6 +2173,38 @@ test_snapshot_failures(void **state)
                      YUN_E_CONFLICT);
     free(msg);
     free_msg(img);
+
+    /* No room in the image store: the first chunk is refused and the
+     * image stays queued until the agent's failure kills it; a later
+     * chunk without room kills the upload at once. */
+    free(id);
+    id = create_active(fx, &P1, "vm2");
+    host_of(fx, id, host, sizeof host);
+    agent = agent_of(fx, host);
+    uint32_t reserve = fx->s.cfg.image_store_min_free_mb;
+    assert_int_equal(snapshot(fx, &P1, id, "s7", &img, NULL), 0);
+    answer(fx, pending(fx, YUN__OP__OP_AGENT_SNAPSHOT, id), 0, NULL);
+    fx->s.cfg.image_store_min_free_mb = UINT32_MAX;
+    assert_int_equal(snap_chunk(fx, agent, id, img->id, 0, bytes, sizeof bytes, false, &msg),
+                     -ENOSPC);
+    assert_contains(msg, "No room for image");
+    free(msg);
+    assert_image_status(fx, img->id, "queued");
+    assert_int_equal(event_as(fx, agent, id, "snapshot_failed", "no room"), 0);
+    assert_image_status(fx, img->id, "killed");
+    free_msg(img);
+    fx->s.cfg.image_store_min_free_mb = reserve;
+    assert_int_equal(snapshot(fx, &P1, id, "s8", &img, NULL), 0);
+    answer(fx, pending(fx, YUN__OP__OP_AGENT_SNAPSHOT, id), 0, NULL);
+    assert_int_equal(snap_chunk(fx, agent, id, img->id, 0, bytes, sizeof bytes, false, NULL),
+                     0);
+    fx->s.cfg.image_store_min_free_mb = UINT32_MAX;
+    assert_int_equal(snap_chunk(fx, agent, id, img->id, 4096, bytes, sizeof bytes, true, &msg),
+                     -ENOSPC);
+    free(msg);
+    assert_image_status(fx, img->id, "killed");
+    fx->s.cfg.image_store_min_free_mb = reserve;
+    free_msg(img);
     free(id);
 }
 

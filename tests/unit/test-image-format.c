@@ -1193,6 +1193,9 @@ test_random_input(void **state)
         MAGIC(32768, "\1CD001\1"),
         MAGIC(0, "# Disk DescriptorFile\nversion=1\nRW 1 FLAT \"a\" 0\ncreateType=\"x\"\n"),
         MAGIC(510, "\x55\xaa"),
+        MAGIC(0, "QED\0"),
+        MAGIC(0, "LUKS\xba\xbe\0\1"),
+        MAGIC(0, "LUKS\xba\xbe\0\2"),
 #undef MAGIC
     };
     uint64_t s = 0x1234567;
@@ -1261,6 +1264,119 @@ test_random_input(void **state)
     }
 }
 
+/* Expects 'name' refused as an unsupported format under no claim and under
+ * every format's claim, detected as nothing we accept (raw). */
+static void
+expect_unsupported_every_claim(const char *name, const char *what)
+{
+    struct yun_imgfmt_result res;
+    char want[256];
+
+    res = expect_claim(name, NULL, YUN_IMGFMT_RAW, YUN_IMGFMT_REJECT_UNSUPPORTED_FORMAT);
+    snprintf(want, sizeof want, "The image's content is %s, a format that is not accepted.",
+             what);
+    assert_string_equal(res.message, want);
+    assert_int_equal(res.virtual_size, 0);
+    expect_claim(name, "auto", YUN_IMGFMT_RAW, YUN_IMGFMT_REJECT_UNSUPPORTED_FORMAT);
+    for (int f = 0; f < _YUN_IMGFMT_MAX; f++) {
+        res = expect_claim(name, yun_imgfmt_to_string(f), YUN_IMGFMT_RAW,
+                           YUN_IMGFMT_REJECT_UNSUPPORTED_FORMAT);
+        snprintf(want, sizeof want, "The image was declared as '%s' but its content is %s, a "
+                 "format that is not accepted.", yun_imgfmt_to_string(f), what);
+        assert_string_equal(res.message, want);
+    }
+}
+
+/* QED and LUKS are not disk formats we take, but qemu opens them: a file
+ * that starts with their header is refused whatever was claimed, even
+ * when it also looks like a format we take. */
+static void
+test_unsupported_formats(void **state)
+{
+    uint8_t buf[40 * KIB] = { 0 };
+    uint8_t pvd[36 * KIB] = { 0 };
+    static const char luks_v1[] = "'luks' (a LUKS version 1 encrypted volume)";
+    static const char luks_v2[] = "'luks' (a LUKS version 2 encrypted volume)";
+    static const char qed[] = "'qed' (QEMU enhanced disk)";
+
+    (void)state;
+    /* Hand-made headers: a QED header as qemu writes it (64 KiB
+     * clusters, 1 MiB disk), a LUKS2 binary header (4 KiB, the JSON area
+     * after it left empty) and a LUKS1 header. */
+    memcpy(buf, "QED\0", 4);
+    put_le32(buf + 4, 64 * KIB);
+    put_le32(buf + 8, 4);
+    put_le32(buf + 12, 1);
+    put_le64(buf + 40, 64 * KIB);
+    put_le64(buf + 48, 1 * MIB);
+    save(tpath("hand.qed"), buf, sizeof buf);
+    expect_unsupported_every_claim("hand.qed", qed);
+    save(tpath("header-only.qed"), buf, 64);
+    expect_unsupported_every_claim("header-only.qed", qed);
+
+    memset(buf, 0, sizeof buf);
+    memcpy(buf, "LUKS\xba\xbe", 6);
+    put_be16(buf + 6, 2);
+    put_be64(buf + 8, 16 * KIB);                    /* hdr_size */
+    memcpy(buf + 24, "yun-test", 8);               /* label */
+    memcpy(buf + 72, "sha256", 6);                 /* checksum_alg */
+    save(tpath("hand-v2.luks"), buf, 16 * KIB);
+    expect_unsupported_every_claim("hand-v2.luks", luks_v2);
+    put_be16(buf + 6, 1);
+    memcpy(buf + 8, "aes\0\0\0\0\0", 8);
+    save(tpath("hand-v1.luks"), buf, 4 * KIB);
+    expect_unsupported_every_claim("hand-v1.luks", luks_v1);
+    /* A version no LUKS has: still a LUKS header, still refused. */
+    put_be16(buf + 6, 7);
+    save(tpath("v7.luks"), buf, 4 * KIB);
+    expect_unsupported_every_claim("v7.luks", "'luks' (a LUKS header of unknown version)");
+    save(tpath("magic-only.luks"), buf, 6);
+    expect_unsupported_every_claim("magic-only.luks",
+                                   "'luks' (a LUKS header of unknown version)");
+
+    /* Hidden behind another format's marks: the QED or LUKS header is
+     * what a probe sees first, so that is the verdict, not
+     * multiple-formats and not the other format. */
+    memset(buf, 0, sizeof buf);
+    memcpy(buf, "LUKS\xba\xbe\0\1", 8);
+    put_le32(buf + 64, 0xbeda107f);                /* VDI signature */
+    plant_iso_descriptors(pvd, 20);
+    memcpy(buf + 32 * KIB, pvd + 32 * KIB, 4 * KIB);
+    save(tpath("luks-vdi-iso.img"), buf, sizeof buf);
+    expect_unsupported_every_claim("luks-vdi-iso.img", luks_v1);
+    memcpy(buf, "QED\0\0\0\1\0", 8);
+    buf[510] = 0x55;
+    buf[511] = 0xaa;
+    save(tpath("qed-mbr-iso.img"), buf, sizeof buf);
+    expect_unsupported_every_claim("qed-mbr-iso.img", qed);
+
+    /* Only a whole magic at the start counts: these are raw. */
+    memset(buf, 0, sizeof buf);
+    memcpy(buf, "QED", 3);
+    save(tpath("qed-cut.img"), buf, 3);
+    expect_claim("qed-cut.img", "raw", YUN_IMGFMT_RAW, YUN_IMGFMT_REJECT_NONE);
+    memcpy(buf, "LUKS\xba", 5);
+    save(tpath("luks-cut.img"), buf, 5);
+    expect_claim("luks-cut.img", "raw", YUN_IMGFMT_RAW, YUN_IMGFMT_REJECT_NONE);
+    memset(buf, 0, sizeof buf);
+    memcpy(buf + 512, "QED\0", 4);
+    memcpy(buf + 1024, "LUKS\xba\xbe\0\1", 8);
+    save(tpath("magic-inside.img"), buf, 4 * KIB);
+    expect_claim("magic-inside.img", "raw", YUN_IMGFMT_RAW, YUN_IMGFMT_REJECT_NONE);
+
+    /* What qemu-img itself writes. */
+    SKIP_WITHOUT_QEMU_IMG();
+    assert_int_equal(run("qemu-img create -q -f qed '%s' 64M", tpath("disk.qed")), 0);
+    expect_unsupported_every_claim("disk.qed", qed);
+    assert_int_equal(run("qemu-img create -q -f raw '%s' 1M", tpath("qed-base.raw")), 0);
+    assert_int_equal(run("qemu-img create -q -f qed -b '%s' -F raw '%s'", tpath("qed-base.raw"),
+                         tpath("backing.qed")), 0);
+    expect_unsupported_every_claim("backing.qed", qed);
+    assert_int_equal(run("qemu-img create -q -f luks --object secret,id=s0,data=yun "
+                         "-o key-secret=s0,iter-time=10 '%s' 1M", tpath("disk.luks")), 0);
+    expect_unsupported_every_claim("disk.luks", luks_v1);
+}
+
 /* A real ISO from genisoimage or xorriso, when one is installed. */
 static void
 test_real_iso(void **state)
@@ -1301,6 +1417,7 @@ main(void)
         cmocka_unit_test(test_prefixes),
         cmocka_unit_test(test_random_input),
         cmocka_unit_test(test_real_iso),
+        cmocka_unit_test(test_unsupported_formats),
     };
 
     /* YUN_TEST_FILTER=test_prefixes runs one test (cmocka's glob). */

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -720,6 +721,66 @@ test_upload_limits(void **state)
     /* Uploads go by id only. */
     _cleanup_free_ char *e = create(fx, &P1, "by-name", NULL);
     assert_int_equal(upload(fx, &P1, "by-name", data, sizeof data, NULL, NULL), YUN_E_NOIMAGE);
+}
+
+/* MiB free now on the image directory's file system, as the store counts. */
+static uint64_t
+free_mb(struct fixture *fx)
+{
+    struct statvfs sv;
+    assert_int_equal(statvfs(fx->images, &sv), 0);
+    return (uint64_t)sv.f_bavail * sv.f_frsize >> 20;
+}
+
+/* An upload that would leave the store's file system with less than
+ * [images] store_min_free_mb is refused before it starts, leaving the
+ * image queued and no bytes; once started, it is killed with its bytes. */
+static void
+test_free_space(void **state)
+{
+    struct fixture *fx = *state;
+    uint8_t data[4096];
+    fill(data, sizeof data, 8);
+    char st[32], *msg = NULL;
+    _cleanup_free_ char *a = create(fx, &P1, "a", NULL);
+
+    /* The reserve is above what is free. */
+    uint64_t above = free_mb(fx) + 1024;
+    assert_true(above <= UINT32_MAX);
+    fx->s.cfg.image_store_min_free_mb = (uint32_t)above;
+    assert_int_equal(upload(fx, &P1, a, data, sizeof data, NULL, &msg), -ENOSPC);
+    assert_contains(msg, "No room for image");
+    assert_contains(msg, "MiB it keeps free");
+    free(msg);
+    assert_string_equal(status_of(fx, a, st, sizeof st), "queued");
+    assert_false(exists(fx, a, true));
+    assert_false(exists(fx, a, false));
+
+    /* No reserve, but the expected size does not fit. */
+    fx->s.cfg.image_store_min_free_mb = 0;
+    struct upload_opts big = { .expected_size = (free_mb(fx) + 1024) << 20 };
+    assert_int_equal(upload(fx, &P1, a, data, sizeof data, &big, &msg), -ENOSPC);
+    assert_contains(msg, "No room for image");
+    free(msg);
+    assert_string_equal(status_of(fx, a, st, sizeof st), "queued");
+    assert_false(exists(fx, a, true));
+
+    /* With room the same image uploads. */
+    assert_int_equal(upload(fx, &P1, a, data, sizeof data, NULL, NULL), 0);
+    assert_string_equal(status_of(fx, a, st, sizeof st), "active");
+
+    /* The space goes during an upload: the next chunk kills it. */
+    _cleanup_free_ char *b = create(fx, &P1, "b", NULL);
+    assert_int_equal(send_chunk(fx, &P1, b, 0, data, sizeof data, false, NULL), 0);
+    assert_true(exists(fx, b, true));
+    fx->s.cfg.image_store_min_free_mb = (uint32_t)above;
+    assert_int_equal(send_chunk(fx, &P1, b, sizeof data, data, sizeof data, true, NULL),
+                     -ENOSPC);
+    assert_string_equal(status_of(fx, b, st, sizeof st), "killed");
+    assert_false(exists(fx, b, true));
+    assert_false(exists(fx, b, false));
+    /* The image already stored is untouched. */
+    assert_true(exists(fx, a, false));
 }
 
 /* --- sessions: idle reaping, restart, shutdown -------------------------------- */
@@ -1749,6 +1810,110 @@ test_dispatch(void **state)
     free_msg(y);
 }
 
+/* --- tombstone purge ------------------------------------------------------ */
+
+static bool
+record_exists(struct fixture *fx, const char *db, const void *key, size_t key_size)
+{
+    struct yun_txn *txn = NULL;
+    assert_int_equal(yun_txn_begin(fx->s.store, false, &txn), 0);
+    int r = yun_txn_get(txn, db, key, key_size, NULL, NULL);
+    yun_txn_abortp(&txn);
+    assert_true(r == 0 || r == -ENOENT);
+    return r == 0;
+}
+
+static char *
+deleted(struct fixture *fx, const struct who *w, const char *name)
+{
+    char *id = uploaded(fx, w, name, "shared", 1000);
+    assert_int_equal(member(fx, w, sched_image_member_add, id, "p2", NULL), 0);
+    Yun__ImageRef ref = YUN__IMAGE_REF__INIT;
+    ref.image = id;
+    assert_int_equal(run(fx, w, sched_image_delete, &ref, NULL, NULL, NULL), 0);
+    return id;
+}
+
+/* Tombstones older than [images] tombstone_retention_s go, with whatever
+ * index entry they had, in batches; younger ones and live images stay; 0
+ * keeps them forever; a purged id may be chosen again. */
+static void
+test_tombstone_purge(void **state)
+{
+    struct fixture *fx = *state;
+    _cleanup_free_ char *old = deleted(fx, &P1, "old");
+    _cleanup_free_ char *live = uploaded(fx, &P1, "live", NULL, 100);
+    uint64_t t_old = yun_wall_us();
+    assert_true(record_exists(fx, "images", old, strlen(old)));
+
+    /* A name index entry left behind by some older version goes too. */
+    struct yun_txn *txn = NULL;
+    char key[128];
+    int key_size = snprintf(key, sizeof key, "old%c%s", '\0', old);
+    assert_int_equal(yun_txn_begin(fx->s.store, true, &txn), 0);
+    assert_int_equal(yun_txn_put(txn, "image_names", key, (size_t)key_size, NULL, 0), 0);
+    assert_int_equal(yun_txn_commit(txn), 0);
+
+    /* Forever. */
+    fx->s.cfg.image_tombstone_retention_s = 0;
+    assert_int_equal(sched_image_purge(&fx->s, t_old + 3650 * 86400ull * 1000000u), 0);
+    assert_true(record_exists(fx, "images", old, strlen(old)));
+
+    /* Not old enough, then old enough: only the tombstone goes. */
+    fx->s.cfg.image_tombstone_retention_s = 100;
+    assert_int_equal(sched_image_purge(&fx->s, t_old + 99 * 1000000ull), 0);
+    assert_true(record_exists(fx, "images", old, strlen(old)));
+    assert_int_equal(sched_image_purge(&fx->s, t_old + 101 * 1000000ull), 1);
+    assert_false(record_exists(fx, "images", old, strlen(old)));
+    assert_false(record_exists(fx, "image_names", key, (size_t)key_size));
+    assert_true(record_exists(fx, "images", live, strlen(live)));
+    free_msg(show(fx, &P1, live, 0));
+    assert_int_equal(sched_image_purge(&fx->s, t_old + 101 * 1000000ull), 0);
+    Yun__AuditListReply *a = audit_list(fx, "image.purge", NULL, 0, 0, 0, NULL);
+    assert_int_equal(a->n_records, 1);
+    assert_string_equal(a->records[0]->target, old);
+    assert_string_equal(a->records[0]->user, "scheduler");
+    free_msg(a);
+
+    /* Its id is free again. */
+    Yun__ImageCreateRequest q = YUN__IMAGE_CREATE_REQUEST__INIT;
+    q.name = (char *)"reborn";
+    q.disk_format = (char *)"raw";
+    q.id = old;
+    assert_int_equal(run(fx, &P1, sched_image_create, &q, NULL, NULL, NULL), 0);
+
+    /* Bounded batches: 256 per call, the rest on the next. */
+    enum { N = 300 };
+    char *ids[N];
+    for (int i = 0; i < N; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "many-%d", i);
+        ids[i] = create(fx, &P2, name, NULL);
+        Yun__ImageRef ref = YUN__IMAGE_REF__INIT;
+        ref.image = ids[i];
+        assert_int_equal(run(fx, &P2, sched_image_delete, &ref, NULL, NULL, NULL), 0);
+    }
+    uint64_t later = yun_wall_us() + 101 * 1000000ull;
+    assert_int_equal(sched_image_purge(&fx->s, later), 256);
+    assert_int_equal(sched_image_purge(&fx->s, later), N - 256);
+    assert_int_equal(sched_image_purge(&fx->s, later), 0);
+    for (int i = 0; i < N; i++) {
+        assert_false(record_exists(fx, "images", ids[i], strlen(ids[i])));
+        free(ids[i]);
+    }
+    assert_true(record_exists(fx, "images", old, strlen(old)));
+
+    /* The cron does it by itself once the retention has passed. */
+    _cleanup_free_ char *soon = deleted(fx, &P1, "soon");
+    fx->s.cfg.image_tombstone_retention_s = 1;
+    sched_image_cron(&fx->s);
+    assert_true(record_exists(fx, "images", soon, strlen(soon)));
+    usleep(1100 * 1000);
+    sched_image_cron(&fx->s);
+    assert_false(record_exists(fx, "images", soon, strlen(soon)));
+    assert_true(record_exists(fx, "images", live, strlen(live)));
+}
+
 static void
 test_config(void **state)
 {
@@ -1784,6 +1949,7 @@ main(void)
         T(test_wrong_offset),
         T(test_inspector_rejects),
         T(test_upload_limits),
+        T(test_free_space),
         T(test_idle_reaped),
         T(test_restart_recovery),
         T(test_list_pages),
@@ -1794,6 +1960,7 @@ main(void)
         T(test_deactivate),
         T(test_audit),
         T(test_dispatch),
+        T(test_tombstone_purge),
         T(test_config),
 #undef T
     };
