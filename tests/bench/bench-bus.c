@@ -5,7 +5,9 @@
  *     through a real yun-scheduler on loopback, for 1 and 8 concurrent
  *     clients (each its own operator key and REQ socket), PING requests
  *     going through envelope checks, the replay cache and dispatch;
- *   - the resident memory of an idle scheduler and an idle agent.
+ *   - the resident memory of an idle scheduler and an idle agent, and the
+ *     agent's floor: tests/bench/libvirt-floor, which links the same
+ *     libraries and only holds a libvirt connection.
  * Usage: bench-bus [--build DIR] [--seconds N] [--libvirt-uri URI]
  * A benchmark, not a test: it asserts nothing and prints its figures. */
 #include <errno.h>
@@ -318,11 +320,23 @@ main(int argc, char **argv)
     bench_round_trips(dir, 1, seconds);
     bench_round_trips(dir, 8, seconds);
 
+    /* What the agent cannot go below while it links libvirt: a process
+     * with the same libraries and a libvirt connection, doing nothing. */
+    char floor_bin[600];
+    snprintf(floor_bin, sizeof floor_bin, "%s/tests/bench/libvirt-floor", build);
+    char *fargv[] = { floor_bin, (char *)uri, NULL };
+    pid_t floor = spawn(fargv, log);
+
     printf("== memory (after 3 s idle; agent on %s)\n", uri);
     sleep(3);
     print_memory("yun-scheduler", sched);
     print_memory("yun-agent    ", agent);
+    print_memory("libvirt floor", floor);
+    printf("(libvirt floor: tests/bench/libvirt-floor, a process that links what yun-agent "
+           "links and holds a libvirt connection open, nothing else)\n");
 
+    kill(floor, SIGTERM);
+    waitpid(floor, NULL, 0);
     kill(agent, SIGTERM);
     kill(sched, SIGTERM);
     waitpid(agent, NULL, 0);
