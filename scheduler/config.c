@@ -64,6 +64,10 @@ const struct yun_cfg_key sched_config_table[] = {
       1073741824, "Free space, in MiB, that uploads always leave on the file system of "
       "image_dir: an upload that would go below it is refused before it starts (the image "
       "stays queued) or, once started, killed with its bytes removed."),
+    K("images", "project_size_total_mb", YUN_CFG_U32, image_project_size_total_mb, "0", 0,
+      4294967295u, "Bytes of image data, in MiB, that one project may hold: active and "
+      "deactivated images and uploads in progress (Glance's image_size_total). An upload that "
+      "would pass it is refused before it starts or killed once started. 0: no limit."),
     K("audit", "retention_days", YUN_CFG_U32, audit_retention_days, "90", 0, 36500,
       "Audit records older than this many days are dropped; 0 keeps them forever."),
     K("identity", "token_key_dir", YUN_CFG_STRING, token_key_dir, "", 0, 0,

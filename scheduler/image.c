@@ -122,6 +122,8 @@ struct image_session {
     size_t hash_buf_size;
     struct yun_imgfmt_inspector *insp;
     uint64_t received;                  /* bytes accepted so far */
+    char *owner;                        /* the image's project */
+    uint64_t quota_left;                /* bytes the owner may still store: UINT64_MAX = no limit */
     int64_t last_ms;                    /* CLOCK_MONOTONIC of the last chunk */
     uint64_t expected_size;             /* 0 = not given */
     char expected_md5[YUN_MD5_HEX_SIZE];
@@ -697,6 +699,7 @@ session_free(struct sched_images *im, struct image_session *se)
     free(se->hash_buf);
     yun_imgfmt_inspector_free(se->insp);
     free(se->dead_reason);
+    free(se->owner);
     free(se);
 }
 
@@ -819,6 +822,80 @@ check_space(struct sched *s, const char *id, uint64_t need, char *why, size_t wh
     return -ENOSPC;
 }
 
+struct project_bytes {
+    const char *owner;
+    const char *except;                 /* the image being uploaded */
+    uint64_t bytes;
+};
+
+static int
+sum_owned(const void *key, size_t key_size, const void *val, size_t val_size, void *data)
+{
+    struct project_bytes *pb = data;
+    Yun__ImageRecord *img = yun__image_record__unpack(NULL, val_size, val);
+    if (!img)
+        return -EBADMSG;
+    if (strcmp(img->owner, pb->owner) == 0 && strcmp(img->id, pb->except) != 0 &&
+        (strcmp(img->status, ST_ACTIVE) == 0 || strcmp(img->status, ST_DEACTIVATED) == 0))
+        pb->bytes += img->size;
+    image_free(img);
+    return 0;
+}
+
+/* Checks that 'need' bytes of image 'img' fit in its project's
+ * [images] project_size_total_mb, counting the project's active and
+ * deactivated images and its other uploads in progress (at their expected
+ * size when given, else what they received). Stores in '*ret_left' how
+ * many bytes this upload may take (UINT64_MAX without a limit). Returns 0,
+ * or -EDQUOT or the store's error with a sentence in 'why'. Another
+ * upload of the project that starts meanwhile is counted when it starts,
+ * so two may each pass by at most their own unexpected growth. */
+static int
+check_quota(struct sched *s, const Yun__ImageRecord *img, uint64_t need, uint64_t *ret_left,
+            char *why, size_t why_size)
+{
+    *ret_left = UINT64_MAX;
+    if (!s->cfg.image_project_size_total_mb)
+        return 0;
+    uint64_t quota = (uint64_t)s->cfg.image_project_size_total_mb << 20;
+    struct project_bytes pb = { .owner = img->owner, .except = img->id };
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    int r = yun_txn_begin(s->store, false, &txn);
+    if (r >= 0)
+        r = yun_txn_iterate(txn, IMAGES_DB, NULL, 0, sum_owned, &pb);
+    if (r < 0) {
+        snprintf(why, why_size, "Cannot count the image bytes of project '%s': %s.",
+                 img->owner, yun_strerror(r));
+        return r;
+    }
+    for (const struct image_session *o = s->images->sessions; o; o = o->next)
+        if (o->owner && strcmp(o->owner, img->owner) == 0 && strcmp(o->id, img->id) != 0)
+            pb.bytes += o->expected_size > o->received ? o->expected_size : o->received;
+    if (pb.bytes <= quota && quota - pb.bytes >= need) {
+        *ret_left = quota - pb.bytes;
+        return 0;
+    }
+    snprintf(why, why_size, "Quota exceeded: image '%s' needs %llu bytes, and project '%s' "
+             "already holds %llu MiB of images of the %u MiB it may hold.", img->id,
+             (unsigned long long)need, img->owner, (unsigned long long)(pb.bytes >> 20),
+             s->cfg.image_project_size_total_mb);
+    return -EDQUOT;
+}
+
+/* Kills 'se' when 'len' more bytes pass what its project may hold. */
+static int
+session_check_quota(struct sched *s, struct image_session *se, struct sched_call *call,
+                    size_t len)
+{
+    if (se->quota_left == UINT64_MAX || se->received + len <= se->quota_left)
+        return 0;
+    return session_kill(s, se, call, -EDQUOT,
+                        "Quota exceeded: image '%s' passed the %llu bytes its project '%s' "
+                        "may still hold (%u MiB in all).", se->id,
+                        (unsigned long long)se->quota_left, se->owner,
+                        s->cfg.image_project_size_total_mb);
+}
+
 /* The first chunk: checks the image, opens a session and moves the record
  * from queued to saving. */
 static int
@@ -852,14 +929,23 @@ upload_start(struct sched_call *call, const Yun__ImageUploadRequest *q,
      * queued and no bytes behind. The whole image when its size is
      * known, else this chunk; each later chunk is checked as it comes. */
     char why[256];
-    r = check_space(s, img->id, q->expected_size > q->data.len ? q->expected_size : q->data.len,
-                    why, sizeof why);
+    uint64_t need = q->expected_size > q->data.len ? q->expected_size : q->data.len;
+    uint64_t quota_left;
+    r = check_space(s, img->id, need, why, sizeof why);
+    if (r >= 0)
+        r = check_quota(s, img, need, &quota_left, why, sizeof why);
     if (r < 0)
         return sched_call_error(call, r, "%s", why);
 
     struct image_session *se = calloc(1, sizeof *se);
     if (!se)
         return -ENOMEM;
+    se->owner = strdup(img->owner);
+    se->quota_left = quota_left;
+    if (!se->owner) {
+        free(se);
+        return -ENOMEM;
+    }
     snprintf(se->id, sizeof se->id, "%s", img->id);
     snprintf(se->disk_format, sizeof se->disk_format, "%s", img->disk_format);
     se->last_ms = yun_now_ms();
@@ -1085,6 +1171,9 @@ image_upload(struct sched_call *call, const Yun__ImageUploadRequest *q)
         r = check_space(s, se->id, len, why, sizeof why);
         if (r < 0)
             return session_kill(s, se, call, r, "%s", why);
+        r = session_check_quota(s, se, call, len);
+        if (r < 0)
+            return r;
         /* Hashing is the slowest step: the helpers hash this chunk, from
          * a copy, until the next chunk comes, while this thread stores and
          * inspects it, answers, and opens and decodes the next request.
@@ -2329,7 +2418,7 @@ snapshot_prop(const Yun__ImageRecord *img, const char *key)
 
 /* Opens the upload session of snapshot 'img' (queued): queued -> saving. */
 static int
-snapshot_start(struct sched_call *call, const Yun__ImageRecord *img,
+snapshot_start(struct sched_call *call, const Yun__ImageRecord *img, uint64_t quota_left,
                struct image_session **ret)
 {
     struct sched *s = call->s;
@@ -2341,6 +2430,12 @@ snapshot_start(struct sched_call *call, const Yun__ImageRecord *img,
     struct image_session *se = calloc(1, sizeof *se);
     if (!se)
         return -ENOMEM;
+    se->owner = strdup(img->owner);
+    se->quota_left = quota_left;
+    if (!se->owner) {
+        free(se);
+        return -ENOMEM;
+    }
     snprintf(se->id, sizeof se->id, "%s", img->id);
     snprintf(se->disk_format, sizeof se->disk_format, "%s", img->disk_format);
     se->last_ms = yun_now_ms();
@@ -2423,10 +2518,13 @@ sched_image_snapshot_chunk(struct sched_call *call, const char *instance_id,
             return error_offset(call, img->id, offset, 0);
         /* As for an upload: refused while the image is still queued. */
         char why[256];
+        uint64_t quota_left;
         int r = check_space(s, img->id, len, why, sizeof why);
+        if (r >= 0)
+            r = check_quota(s, img, len, &quota_left, why, sizeof why);
         if (r < 0)
             return sched_call_error(call, r, "%s", why);
-        r = snapshot_start(call, img, &se);
+        r = snapshot_start(call, img, quota_left, &se);
         if (r < 0)
             return r;
     } else if (offset != se->received) {
@@ -2443,6 +2541,9 @@ sched_image_snapshot_chunk(struct sched_call *call, const char *instance_id,
         int r = check_space(s, se->id, len, why, sizeof why);
         if (r < 0)
             return session_kill(s, se, call, r, "%s", why);
+        r = session_check_quota(s, se, call, len);
+        if (r < 0)
+            return r;
         r = yun_digest_update_start(se->digest, data, len);
         int w = r < 0 ? 0 : im->store->ops->write(se->writer, se->received, data, len);
         int f = r < 0 || w < 0 ? 0 : yun_imgfmt_feed(se->insp, data, len);

@@ -51,6 +51,7 @@ struct sched_config {
     uint32_t image_max_per_project;   /* image records per owner (deleted ones excepted) */
     uint32_t image_tombstone_retention_s; /* deleted records kept this long; 0 = forever */
     uint32_t image_store_min_free_mb; /* uploads never leave the store's fs with less */
+    uint32_t image_project_size_total_mb; /* image bytes per project; 0 = no limit */
     uint32_t audit_retention_days;    /* 0 = keep forever */
     uint32_t worker_threads;          /* the pool for slow work: password hashes, keygen */
     uint32_t worker_queue;            /* jobs queued or running at once */

@@ -783,6 +783,70 @@ test_free_space(void **state)
     assert_true(exists(fx, a, false));
 }
 
+/* [images] project_size_total_mb bounds the image bytes of each project:
+ * active and deactivated images and uploads in progress count, other
+ * projects and killed or deleted images do not. */
+static void
+test_project_quota(void **state)
+{
+    struct fixture *fx = *state;
+    size_t size = 10 * CHUNK; /* 640 KiB */
+    _cleanup_free_ uint8_t *data = malloc(size);
+    assert_non_null(data);
+    fill(data, size, 9);
+    char st[32], *msg = NULL;
+    fx->s.cfg.image_project_size_total_mb = 1;
+
+    _cleanup_free_ char *a = create(fx, &P1, "a", NULL);
+    assert_int_equal(upload(fx, &P1, a, data, size, NULL, NULL), 0);
+
+    /* Said at the start when the expected size does not fit: queued, no
+     * bytes. */
+    _cleanup_free_ char *b = create(fx, &P1, "b", NULL);
+    struct upload_opts sized = { .expected_size = size };
+    assert_int_equal(upload(fx, &P1, b, data, size, &sized, &msg), -EDQUOT);
+    assert_contains(msg, "Quota exceeded");
+    assert_contains(msg, "p1");
+    free(msg);
+    assert_string_equal(status_of(fx, b, st, sizeof st), "queued");
+    assert_false(exists(fx, b, true));
+
+    /* Without an expected size, the chunk that passes it kills the upload
+     * and its bytes go. */
+    assert_int_equal(upload(fx, &P1, b, data, size, NULL, &msg), -EDQUOT);
+    assert_contains(msg, "Quota exceeded");
+    free(msg);
+    assert_string_equal(status_of(fx, b, st, sizeof st), "killed");
+    assert_false(exists(fx, b, true));
+
+    /* Another project has its own quota. */
+    _cleanup_free_ char *c = create(fx, &P2, "c", NULL);
+    assert_int_equal(upload(fx, &P2, c, data, size, NULL, NULL), 0);
+
+    /* An upload in progress counts for the project's next one. */
+    _cleanup_free_ char *d = create(fx, &P2, "d", NULL);
+    _cleanup_free_ char *e = create(fx, &P2, "e", NULL);
+    assert_int_equal(send_chunk(fx, &P2, d, 0, data, CHUNK, false, NULL), 0);
+    /* c (640 KiB) + d so far (64 KiB) + 384 KiB > 1 MiB. */
+    struct upload_opts rest = { .expected_size = 6 * CHUNK };
+    assert_int_equal(upload(fx, &P2, e, data, 6 * CHUNK, &rest, &msg), -EDQUOT);
+    free(msg);
+    assert_string_equal(status_of(fx, e, st, sizeof st), "queued");
+    assert_int_equal(send_chunk(fx, &P2, d, CHUNK, data, 0, true, NULL), 0);
+
+    /* Deleting an image frees its share. */
+    Yun__ImageRef del = YUN__IMAGE_REF__INIT;
+    del.image = a;
+    assert_int_equal(run(fx, &P1, sched_image_delete, &del, NULL, NULL, NULL), 0);
+    _cleanup_free_ char *f = create(fx, &P1, "f", NULL);
+    assert_int_equal(upload(fx, &P1, f, data, size, &sized, NULL), 0);
+
+    /* 0 is no limit. */
+    fx->s.cfg.image_project_size_total_mb = 0;
+    _cleanup_free_ char *g = create(fx, &P1, "g", NULL);
+    assert_int_equal(upload(fx, &P1, g, data, size, &sized, NULL), 0);
+}
+
 /* --- sessions: idle reaping, restart, shutdown -------------------------------- */
 
 static void
@@ -1950,6 +2014,7 @@ main(void)
         T(test_inspector_rejects),
         T(test_upload_limits),
         T(test_free_space),
+        T(test_project_quota),
         T(test_idle_reaped),
         T(test_restart_recovery),
         T(test_list_pages),
