@@ -22,10 +22,12 @@
 
 #include "cleanup.h"
 #include "dhcp.h"
+#include "host-ports.h"
 #include "log.h"
 #include "loop.h"
 #include "metadata.h"
 #include "netns.h"
+#include "util.h"
 
 YUN_LOG_MODULE("agent.metadata");
 
@@ -88,28 +90,6 @@ answer_text(struct answer *a, const char *fmt, ...)
     a->status = MHD_HTTP_OK;
     a->type = "text/plain; charset=utf-8";
     a->size = (size_t)n;
-    return 0;
-}
-
-/* Appends to a malloc'd text (a listing). */
-static int
-text_add(char **text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int
-text_add(char **text, const char *fmt, ...)
-{
-    _cleanup_free_ char *add = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vasprintf(&add, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return -ENOMEM;
-    size_t old = *text ? strlen(*text) : 0;
-    char *grown = realloc(*text, old + (size_t)n + 1);
-    if (!grown)
-        return -ENOMEM;
-    memcpy(grown + old, add, (size_t)n + 1);
-    *text = grown;
     return 0;
 }
 
@@ -252,7 +232,7 @@ route_meta_data(struct answer *a, const Yun__PortMetadata *md, const char *ip, c
     if (!*k || strcmp(k, "/") == 0) {
         _cleanup_free_ char *list = NULL;
         for (size_t i = 0; i < md->n_public_keys; i++)
-            if (text_add(&list, "%s%zu=%s", i ? "\n" : "", i, md->public_keys[i]->name) < 0)
+            if (yun_text_appendf(&list, "%s%zu=%s", i ? "\n" : "", i, md->public_keys[i]->name) < 0)
                 return -ENOMEM;
         return answer_text(a, "%s", list);
     }
@@ -554,13 +534,9 @@ ports_build(const Yun__HostNetworkState *st, const char *host_id, const char *ne
         return -ENOMEM;
     for (size_t i = 0; i < st->n_ports; i++) {
         const Yun__PortRecord *p = st->ports[i];
-        if (strcmp(p->network_id, net_id) != 0 || strcmp(p->host_id, host_id) != 0 ||
-            strncmp(p->device_owner, "compute:", 8) != 0)
+        if (!host_ports_is_instance(p, host_id, net_id))
             continue;
-        const Yun__PortMetadata *md = NULL;
-        for (size_t j = 0; !md && j < st->n_metadata; j++)
-            if (strcmp(st->metadata[j]->port_id, p->id) == 0)
-                md = st->metadata[j];
+        const Yun__PortMetadata *md = host_ports_metadata(st, p->id);
         if (!md)
             continue;
         for (size_t j = 0; j < p->n_fixed_ips; j++) {

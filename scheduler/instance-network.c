@@ -217,10 +217,8 @@ hostname_of(const Yun__InstanceRecord *i, char out[HOSTNAME_MAX + 1])
     while (n && out[n - 1] == '-')
         n--;
     out[n] = '\0';
-    /* dnsmasq reads a hosts-file field that is "ignore", "infinite" or
-     * starts with a digit as a keyword or a lease time, not a name. */
-    if (!n || !isalpha((unsigned char)out[0]) || strcmp(out, "ignore") == 0 ||
-        strcmp(out, "infinite") == 0)
+    /* The agent's DHCP hosts file takes the same rule. */
+    if (!yun_hostname_is_valid(out))
         snprintf(out, HOSTNAME_MAX + 1, "host-%.8s", i->id);
 }
 
