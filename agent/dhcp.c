@@ -107,18 +107,6 @@ strf(const char *fmt, ...)
 }
 
 static bool
-mac_is_valid(const char *s)
-{
-    if (strlen(s) != 17)
-        return false;
-    for (int i = 0; i < 17; i++) {
-        if (i % 3 == 2 ? s[i] != ':' : !strchr("0123456789abcdef", s[i]) || !s[i])
-            return false;
-    }
-    return true;
-}
-
-static bool
 ipv4_parse(const char *s, struct in_addr *ret)
 {
     return s && inet_pton(AF_INET, s, ret) == 1;
@@ -182,7 +170,7 @@ render_hosts(const Yun__HostNetworkState *st, const char *host_id,
         const Yun__PortRecord *p = st->ports[i];
         if (!host_ports_is_instance(p, host_id, net->id))
             continue;
-        if (!mac_is_valid(p->mac_address)) {
+        if (!host_ports_mac_is_valid(p->mac_address)) {
             log_warn("port left out of DHCP: bad MAC address net=%s port=%s", net->id, p->id);
             continue;
         }
@@ -287,7 +275,7 @@ served_subnets(const Yun__HostNetworkState *st, const char *host_id,
     }
     if (n_sub == 0)
         return -ENOENT;
-    if (!mac_is_valid(port->mac_address))
+    if (!host_ports_mac_is_valid(port->mac_address))
         return -EINVAL;
     *ret_port = port;
     *ret_n_sub = n_sub;

@@ -16,6 +16,9 @@
 struct yun_loop;
 struct dhcp_set;
 
+/* The namespace's end of the veth: the DHCP port. */
+#define DHCP_NS_IFNAME "dhcp0"
+
 /* Names the bridge of network 'network_id' into 'buf' and returns 'buf'. */
 typedef const char *(*dhcp_bridge_name_fn)(const char *network_id, char buf[16]);
 

@@ -14,6 +14,18 @@ host_ports_is_instance(const Yun__PortRecord *p, const char *host_id, const char
                    strlen(HOST_PORTS_OWNER_COMPUTE)) == 0;
 }
 
+bool
+host_ports_mac_is_valid(const char *s)
+{
+    if (strlen(s) != 17)
+        return false;
+    for (int i = 0; i < 17; i++) {
+        if (i % 3 == 2 ? s[i] != ':' : !strchr("0123456789abcdef", s[i]) || !s[i])
+            return false;
+    }
+    return true;
+}
+
 const Yun__PortRecord *
 host_ports_dhcp(const Yun__HostNetworkState *st, const char *host_id, const char *network_id)
 {

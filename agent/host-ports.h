@@ -19,6 +19,11 @@
 bool host_ports_is_instance(const Yun__PortRecord *p, const char *host_id,
                             const char *network_id);
 
+/* True when 'mac' is a MAC as the scheduler writes them:
+ * "aa:bb:cc:dd:ee:ff", lower case. Ports with another are left out of
+ * DHCP and of the metadata service. */
+bool host_ports_mac_is_valid(const char *mac);
+
 /* The DHCP port of network 'network_id' bound to 'host_id' in 'st' (the
  * first one), or NULL. Borrowed from 'st'. */
 const Yun__PortRecord *host_ports_dhcp(const Yun__HostNetworkState *st, const char *host_id,

@@ -33,6 +33,8 @@ YUN_LOG_MODULE("agent.metadata");
 
 #define METADATA_ADDRESS "169.254.169.254"
 #define METADATA_PORT 80
+/* The nftables table in each DHCP namespace that binds sources to MACs. */
+#define METADATA_NFT_TABLE "yun_metadata"
 #define METADATA_MAX_URL_LEN 256
 /* Bounds a request's line and headers (MHD answers 431/414 beyond). */
 #define METADATA_CONNECTION_MEMORY (16u * 1024)
@@ -557,6 +559,47 @@ ports_build(const Yun__HostNetworkState *st, const char *host_id, const char *ne
     return 0;
 }
 
+/* Binds the addresses of this host's instance ports on the network to
+ * their MACs in its namespace: their neighbour entries are pinned (what
+ * the namespace sends to a port's address goes to the port's MAC,
+ * whatever ARP says) and a filter resets every connection to the service
+ * whose (source address, source MAC) is not a port's. A port without port
+ * security that answers ARP for another guest's address so gets neither
+ * the replies nor a connection. */
+static int
+net_bind_sources(struct md_net *n, const Yun__HostNetworkState *st, const char *host_id)
+{
+    size_t max = 1;
+    for (size_t i = 0; i < st->n_ports; i++)
+        max += st->ports[i]->n_fixed_ips;
+    _cleanup_free_ struct netplug_binding *b = calloc(max, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    size_t nb = 0;
+    for (size_t i = 0; i < st->n_ports; i++) {
+        const Yun__PortRecord *p = st->ports[i];
+        if (!host_ports_is_instance(p, host_id, n->id) ||
+            !host_ports_mac_is_valid(p->mac_address))
+            continue;
+        for (size_t j = 0; j < p->n_fixed_ips; j++) {
+            struct in_addr a;
+            if (inet_pton(AF_INET, p->fixed_ips[j]->ip_address, &a) == 1)
+                b[nb++] = (struct netplug_binding){ .ip = p->fixed_ips[j]->ip_address,
+                                                    .mac = p->mac_address };
+        }
+    }
+    int r = netplug_netns_pin_neighbours(n->ns, DHCP_NS_IFNAME, b, nb);
+    if (r < 0)
+        return log_err_errno(r, "cannot pin the ports' MACs, metadata not served net=%s ns=%s",
+                             n->id, n->ns);
+    r = netplug_netns_bind_sources(n->ns, METADATA_NFT_TABLE, METADATA_ADDRESS, METADATA_PORT, b,
+                                   nb);
+    if (r < 0)
+        return log_err_errno(r, "cannot bind sources to MACs, metadata not served net=%s ns=%s",
+                             n->id, n->ns);
+    return 0;
+}
+
 int
 metadata_apply(struct metadata *m, const Yun__HostNetworkState *st, const char *this_host_id)
 {
@@ -605,6 +648,14 @@ metadata_apply(struct metadata *m, const Yun__HostNetworkState *st, const char *
         if (n->daemon && n->ns_ino != ino)
             net_stop(n);
         n->ns_ino = ino;
+        /* Without the binding the source address alone would not do:
+         * serve nothing rather than serve it to a pretender. */
+        r = net_bind_sources(n, st, this_host_id);
+        if (r < 0) {
+            net_stop(n);
+            first = first < 0 ? first : r;
+            continue;
+        }
         if (!n->daemon && (r = net_start(n)) < 0)
             first = first < 0 ? first : r;
     }
