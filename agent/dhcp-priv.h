@@ -6,9 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dhcp.h"
 #include "network.pb-c.h"
 
-#define DHCP_NS_IFNAME "dhcp0"
 #define DHCP_DOMAIN "yun.internal"
 #define DHCP_LEASE_TIME_S 86400
 #define DHCP_MAX_SUBNETS 16

@@ -24,9 +24,11 @@
 #include "cleanup.h"
 #include "dhcp-priv.h"
 #include "dhcp.h"
+#include "host-ports.h"
 #include "log.h"
 #include "loop.h"
 #include "netns.h"
+#include "netplug.h"
 #include "util.h"
 
 YUN_LOG_MODULE("agent.dhcp");
@@ -104,40 +106,6 @@ strf(const char *fmt, ...)
     return n < 0 ? NULL : s;
 }
 
-/* Appends to a malloc'd text. */
-static int
-text_add(char **text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int
-text_add(char **text, const char *fmt, ...)
-{
-    _cleanup_free_ char *add = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vasprintf(&add, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return -ENOMEM;
-    size_t old = *text ? strlen(*text) : 0;
-    char *grown = realloc(*text, old + (size_t)n + 1);
-    if (!grown)
-        return -ENOMEM;
-    memcpy(grown + old, add, (size_t)n + 1);
-    *text = grown;
-    return 0;
-}
-
-static bool
-mac_is_valid(const char *s)
-{
-    if (strlen(s) != 17)
-        return false;
-    for (int i = 0; i < 17; i++) {
-        if (i % 3 == 2 ? s[i] != ':' : !strchr("0123456789abcdef", s[i]) || !s[i])
-            return false;
-    }
-    return true;
-}
-
 static bool
 ipv4_parse(const char *s, struct in_addr *ret)
 {
@@ -172,35 +140,12 @@ in_subnet(struct in_addr ip, struct in_addr net, unsigned prefix)
     return (ntohl(ip.s_addr) & mask) == ntohl(net.s_addr);
 }
 
-/* A DNS label: what dnsmasq may put in DNS and give as option 12. */
-static bool
-hostname_is_valid(const char *s)
-{
-    size_t len = strlen(s);
-    if (len < 1 || len > 63 || s[0] == '-' || s[len - 1] == '-')
-        return false;
-    for (size_t i = 0; i < len; i++)
-        if (!(s[i] >= 'a' && s[i] <= 'z') && !(s[i] >= 'A' && s[i] <= 'Z') &&
-            !(s[i] >= '0' && s[i] <= '9') && s[i] != '-')
-            return false;
-    return true;
-}
-
 struct served_subnet {
     const Yun__SubnetRecord *subnet;
     struct in_addr net;
     unsigned prefix;
     char dhcp_ip[INET_ADDRSTRLEN];
 };
-
-static const Yun__PortMetadata *
-metadata_find(const Yun__HostNetworkState *st, const char *port_id)
-{
-    for (size_t i = 0; i < st->n_metadata; i++)
-        if (strcmp(st->metadata[i]->port_id, port_id) == 0)
-            return st->metadata[i];
-    return NULL;
-}
 
 void
 dhcp_config_done(struct dhcp_config *c)
@@ -220,13 +165,12 @@ render_hosts(const Yun__HostNetworkState *st, const char *host_id,
              const Yun__NetworkRecord *net, const struct served_subnet *sub, size_t n_sub,
              char **hosts)
 {
-    int r = text_add(hosts, "%s", "");
+    int r = yun_text_appendf(hosts, "%s", "");
     for (size_t i = 0; r >= 0 && i < st->n_ports; i++) {
         const Yun__PortRecord *p = st->ports[i];
-        if (strcmp(p->network_id, net->id) != 0 || strcmp(p->host_id, host_id) != 0 ||
-            strncmp(p->device_owner, "compute:", 8) != 0)
+        if (!host_ports_is_instance(p, host_id, net->id))
             continue;
-        if (!mac_is_valid(p->mac_address)) {
+        if (!host_ports_mac_is_valid(p->mac_address)) {
             log_warn("port left out of DHCP: bad MAC address net=%s port=%s", net->id, p->id);
             continue;
         }
@@ -242,16 +186,16 @@ render_hosts(const Yun__HostNetworkState *st, const char *host_id,
         }
         if (!ip)
             continue;
-        const Yun__PortMetadata *md = metadata_find(st, p->id);
-        if (md && hostname_is_valid(md->hostname)) {
-            r = text_add(hosts, "%s,%s,%s\n", p->mac_address, ip, md->hostname);
+        const Yun__PortMetadata *md = host_ports_metadata(st, p->id);
+        if (md && yun_hostname_is_valid(md->hostname)) {
+            r = yun_text_appendf(hosts, "%s,%s,%s\n", p->mac_address, ip, md->hostname);
         } else {
             char name[INET_ADDRSTRLEN + 8];
             (void)snprintf(name, sizeof name, "host-%s", ip);
             for (char *c = name; *c; c++)
                 if (*c == '.')
                     *c = '-';
-            r = text_add(hosts, "%s,%s,%s\n", p->mac_address, ip, name);
+            r = yun_text_appendf(hosts, "%s,%s,%s\n", p->mac_address, ip, name);
         }
     }
     return r;
@@ -261,57 +205,54 @@ static int
 render_opts(const Yun__NetworkRecord *net, const struct served_subnet *sub, size_t n_sub,
             char **opts)
 {
-    int r = text_add(opts, "%s", "");
+    int r = yun_text_appendf(opts, "%s", "");
     for (size_t i = 0; r >= 0 && i < n_sub; i++) {
         const Yun__SubnetRecord *s = sub[i].subnet;
         struct in_addr gw;
         bool has_gw = ipv4_parse(s->gateway_ip, &gw) && in_subnet(gw, sub[i].net, sub[i].prefix);
         if (has_gw)
-            r = text_add(opts, "tag:s%zu,option:router,%s\n", i, s->gateway_ip);
+            r = yun_text_appendf(opts, "tag:s%zu,option:router,%s\n", i, s->gateway_ip);
         /* Our own DNS first (the ports' names), then the subnet's servers:
          * ours refuses other names and resolvers move on to the next. */
         if (r >= 0)
-            r = text_add(opts, "tag:s%zu,option:dns-server,%s", i, sub[i].dhcp_ip);
+            r = yun_text_appendf(opts, "tag:s%zu,option:dns-server,%s", i, sub[i].dhcp_ip);
         for (size_t j = 0, used = 1; r >= 0 && j < s->n_dns_nameservers && used < 3; j++) {
             struct in_addr a;
             if (!ipv4_parse(s->dns_nameservers[j], &a))
                 continue;
-            r = text_add(opts, ",%s", s->dns_nameservers[j]);
+            r = yun_text_appendf(opts, ",%s", s->dns_nameservers[j]);
             used++;
         }
         if (r >= 0)
-            r = text_add(opts, "\n");
+            r = yun_text_appendf(opts, "\n");
         if (r >= 0 && net->mtu >= 68)
-            r = text_add(opts, "tag:s%zu,option:mtu,%u\n", i, net->mtu);
+            r = yun_text_appendf(opts, "tag:s%zu,option:mtu,%u\n", i, net->mtu);
         /* Option 121: with it, clients ignore option 3, so the default
          * route is repeated here. */
         if (r >= 0)
-            r = text_add(opts, "tag:s%zu,option:classless-static-route,169.254.169.254/32,%s",
+            r = yun_text_appendf(opts, "tag:s%zu,option:classless-static-route,169.254.169.254/32,%s",
                          i, sub[i].dhcp_ip);
         if (r >= 0 && has_gw)
-            r = text_add(opts, ",0.0.0.0/0,%s", s->gateway_ip);
+            r = yun_text_appendf(opts, ",0.0.0.0/0,%s", s->gateway_ip);
         if (r >= 0)
-            r = text_add(opts, "\n");
+            r = yun_text_appendf(opts, "\n");
     }
     return r;
 }
 
-int
-dhcp_render(const Yun__HostNetworkState *st, const char *host_id,
-            const Yun__NetworkRecord *net, const char *dir, const char *dnsmasq_path,
-            struct dhcp_config *ret)
+/* What this host serves on network 'net': its DHCP port there into
+ * '*ret_port' and the subnets served into 'sub' ('*ret_n_sub' of them).
+ * -ENOENT when it serves nothing (no DHCP port here, or no IPv4 subnet
+ * with enable_dhcp that the port has an address on), -EINVAL when the
+ * DHCP port's own data is unusable. */
+static int
+served_subnets(const Yun__HostNetworkState *st, const char *host_id,
+               const Yun__NetworkRecord *net, const Yun__PortRecord **ret_port,
+               struct served_subnet sub[DHCP_MAX_SUBNETS], size_t *ret_n_sub)
 {
-    const Yun__PortRecord *port = NULL;
-    for (size_t i = 0; !port && i < st->n_ports; i++) {
-        const Yun__PortRecord *p = st->ports[i];
-        if (strcmp(p->device_owner, "network:dhcp") == 0 && strcmp(p->host_id, host_id) == 0 &&
-            strcmp(p->network_id, net->id) == 0)
-            port = p;
-    }
+    const Yun__PortRecord *port = host_ports_dhcp(st, host_id, net->id);
     if (!port)
         return -ENOENT;
-
-    struct served_subnet sub[DHCP_MAX_SUBNETS];
     size_t n_sub = 0;
     for (size_t i = 0; i < st->n_subnets && n_sub < DHCP_MAX_SUBNETS; i++) {
         const Yun__SubnetRecord *s = st->subnets[i];
@@ -334,12 +275,27 @@ dhcp_render(const Yun__HostNetworkState *st, const char *host_id,
     }
     if (n_sub == 0)
         return -ENOENT;
-    if (!mac_is_valid(port->mac_address))
+    if (!host_ports_mac_is_valid(port->mac_address))
         return -EINVAL;
+    *ret_port = port;
+    *ret_n_sub = n_sub;
+    return 0;
+}
+
+int
+dhcp_render(const Yun__HostNetworkState *st, const char *host_id,
+            const Yun__NetworkRecord *net, const char *dir, const char *dnsmasq_path,
+            struct dhcp_config *ret)
+{
+    const Yun__PortRecord *port = NULL;
+    struct served_subnet sub[DHCP_MAX_SUBNETS];
+    size_t n_sub = 0;
+    int r = served_subnets(st, host_id, net, &port, sub, &n_sub);
+    if (r < 0)
+        return r;
 
     struct dhcp_config c = { .mtu = net->mtu >= 68 ? net->mtu : 0 };
     memcpy(c.mac, port->mac_address, sizeof c.mac);
-    int r = 0;
     for (size_t i = 0; r >= 0 && i < n_sub; i++) {
         c.cidrs[i] = strf("%s/%u", sub[i].dhcp_ip, sub[i].prefix);
         r = c.cidrs[i] ? 0 : -ENOMEM;
@@ -398,40 +354,27 @@ bool
 dhcp_network_is_served(const Yun__HostNetworkState *st, const char *host_id,
                        const Yun__NetworkRecord *net)
 {
-    struct dhcp_config c;
-    if (dhcp_render(st, host_id, net, "/", "/", &c) < 0)
-        return false;
-    dhcp_config_done(&c);
-    return true;
+    const Yun__PortRecord *port;
+    struct served_subnet sub[DHCP_MAX_SUBNETS];
+    size_t n_sub;
+    return served_subnets(st, host_id, net, &port, sub, &n_sub) >= 0;
 }
 
 /* ---- names ---- */
 
-static void
-id_compact(const char *id, char *out, size_t n)
-{
-    size_t k = 0;
-    for (const char *c = id; *c && k < n; c++)
-        if (*c != '-')
-            out[k++] = *c;
-    out[k] = '\0';
-}
-
 const char *
 dhcp_default_bridge_name(const char *network_id, char buf[16])
 {
-    char c[12];
-    id_compact(network_id, c, 11);
-    (void)snprintf(buf, 16, "ybr-%s", c);
+    if (netplug_ifname(buf, NETPLUG_PREFIX_BRIDGE, network_id) < 0)
+        buf[0] = '\0';
     return buf;
 }
 
 static const char *
 host_ifname(const char *network_id, char buf[16])
 {
-    char c[12];
-    id_compact(network_id, c, 11);
-    (void)snprintf(buf, 16, "ydh-%s", c);
+    if (netplug_ifname(buf, NETPLUG_PREFIX_DHCP, network_id) < 0)
+        buf[0] = '\0';
     return buf;
 }
 

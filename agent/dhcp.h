@@ -16,6 +16,9 @@
 struct yun_loop;
 struct dhcp_set;
 
+/* The namespace's end of the veth: the DHCP port. */
+#define DHCP_NS_IFNAME "dhcp0"
+
 /* Names the bridge of network 'network_id' into 'buf' and returns 'buf'. */
 typedef const char *(*dhcp_bridge_name_fn)(const char *network_id, char buf[16]);
 
@@ -23,12 +26,13 @@ typedef const char *(*dhcp_bridge_name_fn)(const char *network_id, char buf[16])
  * 'buf' ('size' bytes), or NULL when the id does not make a valid name. */
 const char *dhcp_netns_name(const char *network_id, char *buf, size_t size);
 
-/* netplug's bridge name scheme: "ybr-" + the first 11 characters of the
- * network id with '-' removed. */
+/* netplug's bridge name of network 'network_id' (netplug_ifname() with
+ * NETPLUG_PREFIX_BRIDGE: "ybr-" + the first 11 characters of the id with
+ * '-' removed), or "" for an id netplug refuses. */
 const char *dhcp_default_bridge_name(const char *network_id, char buf[16]);
 
 /* True when this host 'host_id' serves DHCP (and so metadata) on network
- * 'net' of 'st': the rule of dhcp_apply(). */
+ * 'net' of 'st': the rule of dhcp_apply(), without rendering anything. */
 bool dhcp_network_is_served(const Yun__HostNetworkState *st, const char *host_id,
                             const Yun__NetworkRecord *net);
 

@@ -22,6 +22,7 @@
 #include "metadata.h"
 #include "netplug.h"
 #include "host-network.h"
+#include "host-ports.h"
 #include "store.h"
 #include "util.h"
 
@@ -29,7 +30,6 @@ YUN_LOG_MODULE("agent.network");
 
 #define STATE_KEY "state"
 #define LINKS_KEY "links"
-#define OWNER_COMPUTE "compute:"
 #define OWNER_ROUTER "network:router_interface"
 #define MAX_ERRORS 32
 #define MAX_GATEWAYS 16
@@ -586,8 +586,7 @@ own_ahead(struct agent_network *n, const Yun__HostNetworkState *st)
     }
     for (size_t i = 0; r >= 0 && i < st->n_ports; i++) {
         const Yun__PortRecord *p = st->ports[i];
-        if (strcmp(p->host_id, st->host_id) != 0 ||
-            strncmp(p->device_owner, OWNER_COMPUTE, strlen(OWNER_COMPUTE)) != 0)
+        if (!host_ports_is_instance(p, st->host_id, NULL))
             continue;
         agent_network_tap_name(p->id, name);
         r = own(n, name, &changed);
@@ -659,8 +658,7 @@ apply(struct agent_network *n, const Yun__HostNetworkState *st, bool save,
     apply_groups(&ap);
     for (size_t i = 0; i < st->n_ports; i++) {
         const Yun__PortRecord *p = st->ports[i];
-        if (strcmp(p->host_id, st->host_id) == 0 &&
-            strncmp(p->device_owner, OWNER_COMPUTE, strlen(OWNER_COMPUTE)) == 0)
+        if (host_ports_is_instance(p, st->host_id, NULL))
             apply_port(&ap, p);
     }
     apply_gateways(&ap);

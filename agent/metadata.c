@@ -22,15 +22,19 @@
 
 #include "cleanup.h"
 #include "dhcp.h"
+#include "host-ports.h"
 #include "log.h"
 #include "loop.h"
 #include "metadata.h"
 #include "netns.h"
+#include "util.h"
 
 YUN_LOG_MODULE("agent.metadata");
 
 #define METADATA_ADDRESS "169.254.169.254"
 #define METADATA_PORT 80
+/* The nftables table in each DHCP namespace that binds sources to MACs. */
+#define METADATA_NFT_TABLE "yun_metadata"
 #define METADATA_MAX_URL_LEN 256
 /* Bounds a request's line and headers (MHD answers 431/414 beyond). */
 #define METADATA_CONNECTION_MEMORY (16u * 1024)
@@ -88,28 +92,6 @@ answer_text(struct answer *a, const char *fmt, ...)
     a->status = MHD_HTTP_OK;
     a->type = "text/plain; charset=utf-8";
     a->size = (size_t)n;
-    return 0;
-}
-
-/* Appends to a malloc'd text (a listing). */
-static int
-text_add(char **text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int
-text_add(char **text, const char *fmt, ...)
-{
-    _cleanup_free_ char *add = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vasprintf(&add, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return -ENOMEM;
-    size_t old = *text ? strlen(*text) : 0;
-    char *grown = realloc(*text, old + (size_t)n + 1);
-    if (!grown)
-        return -ENOMEM;
-    memcpy(grown + old, add, (size_t)n + 1);
-    *text = grown;
     return 0;
 }
 
@@ -252,7 +234,7 @@ route_meta_data(struct answer *a, const Yun__PortMetadata *md, const char *ip, c
     if (!*k || strcmp(k, "/") == 0) {
         _cleanup_free_ char *list = NULL;
         for (size_t i = 0; i < md->n_public_keys; i++)
-            if (text_add(&list, "%s%zu=%s", i ? "\n" : "", i, md->public_keys[i]->name) < 0)
+            if (yun_text_appendf(&list, "%s%zu=%s", i ? "\n" : "", i, md->public_keys[i]->name) < 0)
                 return -ENOMEM;
         return answer_text(a, "%s", list);
     }
@@ -554,13 +536,9 @@ ports_build(const Yun__HostNetworkState *st, const char *host_id, const char *ne
         return -ENOMEM;
     for (size_t i = 0; i < st->n_ports; i++) {
         const Yun__PortRecord *p = st->ports[i];
-        if (strcmp(p->network_id, net_id) != 0 || strcmp(p->host_id, host_id) != 0 ||
-            strncmp(p->device_owner, "compute:", 8) != 0)
+        if (!host_ports_is_instance(p, host_id, net_id))
             continue;
-        const Yun__PortMetadata *md = NULL;
-        for (size_t j = 0; !md && j < st->n_metadata; j++)
-            if (strcmp(st->metadata[j]->port_id, p->id) == 0)
-                md = st->metadata[j];
+        const Yun__PortMetadata *md = host_ports_metadata(st, p->id);
         if (!md)
             continue;
         for (size_t j = 0; j < p->n_fixed_ips; j++) {
@@ -578,6 +556,47 @@ ports_build(const Yun__HostNetworkState *st, const char *host_id, const char *ne
     }
     *ret = ports;
     *ret_n = n;
+    return 0;
+}
+
+/* Binds the addresses of this host's instance ports on the network to
+ * their MACs in its namespace: their neighbour entries are pinned (what
+ * the namespace sends to a port's address goes to the port's MAC,
+ * whatever ARP says) and a filter resets every connection to the service
+ * whose (source address, source MAC) is not a port's. A port without port
+ * security that answers ARP for another guest's address so gets neither
+ * the replies nor a connection. */
+static int
+net_bind_sources(struct md_net *n, const Yun__HostNetworkState *st, const char *host_id)
+{
+    size_t max = 1;
+    for (size_t i = 0; i < st->n_ports; i++)
+        max += st->ports[i]->n_fixed_ips;
+    _cleanup_free_ struct netplug_binding *b = calloc(max, sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    size_t nb = 0;
+    for (size_t i = 0; i < st->n_ports; i++) {
+        const Yun__PortRecord *p = st->ports[i];
+        if (!host_ports_is_instance(p, host_id, n->id) ||
+            !host_ports_mac_is_valid(p->mac_address))
+            continue;
+        for (size_t j = 0; j < p->n_fixed_ips; j++) {
+            struct in_addr a;
+            if (inet_pton(AF_INET, p->fixed_ips[j]->ip_address, &a) == 1)
+                b[nb++] = (struct netplug_binding){ .ip = p->fixed_ips[j]->ip_address,
+                                                    .mac = p->mac_address };
+        }
+    }
+    int r = netplug_netns_pin_neighbours(n->ns, DHCP_NS_IFNAME, b, nb);
+    if (r < 0)
+        return log_err_errno(r, "cannot pin the ports' MACs, metadata not served net=%s ns=%s",
+                             n->id, n->ns);
+    r = netplug_netns_bind_sources(n->ns, METADATA_NFT_TABLE, METADATA_ADDRESS, METADATA_PORT, b,
+                                   nb);
+    if (r < 0)
+        return log_err_errno(r, "cannot bind sources to MACs, metadata not served net=%s ns=%s",
+                             n->id, n->ns);
     return 0;
 }
 
@@ -629,6 +648,14 @@ metadata_apply(struct metadata *m, const Yun__HostNetworkState *st, const char *
         if (n->daemon && n->ns_ino != ino)
             net_stop(n);
         n->ns_ino = ino;
+        /* Without the binding the source address alone would not do:
+         * serve nothing rather than serve it to a pretender. */
+        r = net_bind_sources(n, st, this_host_id);
+        if (r < 0) {
+            net_stop(n);
+            first = first < 0 ? first : r;
+            continue;
+        }
         if (!n->daemon && (r = net_start(n)) < 0)
             first = first < 0 ? first : r;
     }

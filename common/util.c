@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +283,39 @@ yun_name_is_valid(const char *s, size_t max_len)
             return false;
     }
     return true;
+}
+
+bool
+yun_hostname_is_valid(const char *s)
+{
+    size_t len = strlen(s);
+    if (len < 1 || len > 63 || s[len - 1] == '-' ||
+        !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z')))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!(s[i] >= 'a' && s[i] <= 'z') && !(s[i] >= 'A' && s[i] <= 'Z') &&
+            !(s[i] >= '0' && s[i] <= '9') && s[i] != '-')
+            return false;
+    return strcmp(s, "ignore") != 0 && strcmp(s, "infinite") != 0;
+}
+
+int
+yun_text_appendf(char **text, const char *fmt, ...)
+{
+    _cleanup_free_ char *add = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&add, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -ENOMEM;
+    size_t old = *text ? strlen(*text) : 0;
+    char *grown = realloc(*text, old + (size_t)n + 1);
+    if (!grown)
+        return -ENOMEM;
+    memcpy(grown + old, add, (size_t)n + 1);
+    *text = grown;
+    return 0;
 }
 
 void

@@ -46,6 +46,18 @@ int yun_check_private_file(const char *path);
  * not starting with '-' or '.'. */
 bool yun_name_is_valid(const char *s, size_t max_len);
 
+/* True when 's' is a host name that DNS and dnsmasq take as one: a DNS
+ * label (1..63 bytes of [A-Za-z0-9-], not starting or ending with '-')
+ * that starts with a letter (a hosts-file field starting with a digit is
+ * read as a lease time) and is not "ignore" or "infinite" (keywords
+ * there). The one rule for the scheduler's hostnames and the agent's
+ * DHCP hosts file. */
+bool yun_hostname_is_valid(const char *s);
+
+/* Appends printf-style text to the malloc'd string '*text' (NULL starts
+ * an empty one). Returns 0, or -ENOMEM with '*text' unchanged. */
+int yun_text_appendf(char **text, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Frees a NULL-terminated vector of strings and the strings; NULL ok.
  * Returns NULL. */
 char **yun_strv_free(char **v);

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0
  * netns.h: named network namespaces (the /run/netns/NAME bind mounts that
  * `ip netns` uses too), running code inside one, and a veth pair from a
- * bridge into one. Used by the agent's DHCP servers and metadata service
- * (agent/dhcp.c, agent/metadata.c). Netlink through libnl-route; no
- * shelling out. Functions here never log above DEBUG.
+ * bridge into one, and binding guests' addresses to their MACs in one
+ * (netns-guard.c). Used by the agent's DHCP servers and metadata service
+ * (agent/dhcp.c, agent/metadata.c). Netlink through libnl-route, the
+ * filter through libnftables; no shelling out. Functions here never log
+ * above DEBUG.
  *
  * Threads: netplug_netns_run() and the in-namespace half of
  * netplug_veth_into_ns() run their work in a short-lived thread that
@@ -68,3 +70,37 @@ int netplug_veth_into_ns(const char *host_ifname, const char *bridge, const char
 /* Deletes link 'ifname' of this namespace (with a veth, its peer goes
  * too). Returns 0, also when there is no such link, or a negative errno. */
 int netplug_link_delete(const char *ifname);
+
+/* ---- binding addresses to MACs inside a namespace (netns-guard.c) ---- */
+
+/* One guest: IPv4 address 'ip' ("a.b.c.d") belongs to MAC 'mac'
+ * ("aa:bb:cc:dd:ee:ff"). */
+struct netplug_binding {
+    const char *ip;
+    const char *mac;
+};
+
+/* Longest list netplug_netns_pin_neighbours() and
+ * netplug_netns_bind_sources() take. */
+#define NETPLUG_MAX_BINDINGS 4096
+
+/* Makes the permanent IPv4 neighbour entries (NUD_PERMANENT) of link
+ * 'ifname' in namespace 'ns' exactly 'b' ('n' of them): each address is
+ * pinned to its MAC, so that what the namespace sends to it goes to that
+ * MAC whatever ARP says, and other permanent IPv4 entries of the link are
+ * removed. Entries the kernel learnt are left, except where a pinned
+ * address replaces one. Returns 0, -EINVAL for a bad address, MAC or
+ * name (nothing is changed then), -ENODEV when there is no such link, or
+ * another negative errno. */
+int netplug_netns_pin_neighbours(const char *ns, const char *ifname,
+                                 const struct netplug_binding *b, size_t n);
+
+/* Makes table 'inet <table>' in namespace 'ns' accept TCP to
+ * 'daddr':'dport' only from a pair (source address, source MAC) of 'b'
+ * ('n' of them) and answer any other such packet, the namespace's own
+ * included, with a TCP reset. The whole table is replaced in one nft
+ * transaction. Every address and MAC is checked and put in canonical
+ * form before it reaches nft. Returns 0, -EINVAL for bad input (nothing
+ * is changed then), or a negative errno. */
+int netplug_netns_bind_sources(const char *ns, const char *table, const char *daddr,
+                               uint16_t dport, const struct netplug_binding *b, size_t n);

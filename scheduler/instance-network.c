@@ -217,11 +217,80 @@ hostname_of(const Yun__InstanceRecord *i, char out[HOSTNAME_MAX + 1])
     while (n && out[n - 1] == '-')
         n--;
     out[n] = '\0';
-    /* dnsmasq reads a hosts-file field that is "ignore", "infinite" or
-     * starts with a digit as a keyword or a lease time, not a name. */
-    if (!n || !isalpha((unsigned char)out[0]) || strcmp(out, "ignore") == 0 ||
-        strcmp(out, "infinite") == 0)
+    /* The agent's DHCP hosts file takes the same rule. */
+    if (!yun_hostname_is_valid(out))
         snprintf(out, HOSTNAME_MAX + 1, "host-%.8s", i->id);
+}
+
+static bool
+keep_instance_port_on(struct yun_txn *txn, const ProtobufCMessage *m, void *data)
+{
+    (void)txn;
+    const Yun__PortRecord *p = (const Yun__PortRecord *)m;
+    return strcmp(p->network_id, (const char *)data) == 0 && *p->device_id &&
+           strncmp(p->device_owner, OWNER_COMPUTE, strlen(OWNER_COMPUTE)) == 0;
+}
+
+/* True when instance 'a' comes before 'b': created earlier, or at the
+ * same time (one multi-create) with a smaller id. */
+static bool
+instance_before(const Yun__InstanceRecord *a, const Yun__InstanceRecord *b)
+{
+    if (a->created_us != b->created_us)
+        return a->created_us < b->created_us;
+    return strcmp(a->id, b->id) < 0;
+}
+
+/* The hostname of instance 'i' on network 'network_id', unique there:
+ * hostname_of(i), unless an instance that comes before it (by
+ * instance_before()) with a port on the network has the same one; then
+ * that name, shortened to fit, + "-" + the first 8 characters of i's id.
+ * So the first "web" on a network stays "web" and the others are
+ * "web-1a2b3c4d", the same at every render; the agent's DHCP hosts file
+ * and the metadata service both take it from PortMetadata.hostname. */
+static int
+hostname_on_network(struct yun_txn *txn, const Yun__InstanceRecord *i, const char *network_id,
+                    char out[HOSTNAME_MAX + 1])
+{
+    hostname_of(i, out);
+    ProtobufCMessage **items = NULL;
+    size_t n = 0;
+    int r = net_collect(txn, &net_kind_port, keep_instance_port_on, (void *)network_id, &items,
+                        &n);
+    if (r < 0)
+        return r;
+    bool taken = false;
+    for (size_t k = 0; r >= 0 && !taken && k < n; k++) {
+        const Yun__PortRecord *p = (const Yun__PortRecord *)items[k];
+        if (strcmp(p->device_id, i->id) == 0)
+            continue;
+        Yun__InstanceRecord *o = NULL;
+        int q = yun_txn_get_msg(txn, SCHED_DB_INSTANCES, p->device_id,
+                                &yun__instance_record__descriptor, (ProtobufCMessage **)&o);
+        if (q == -ENOENT)
+            continue;
+        if (q < 0) {
+            r = q;
+            break;
+        }
+        char other[HOSTNAME_MAX + 1];
+        hostname_of(o, other);
+        taken = strcmp(other, out) == 0 && instance_before(o, i);
+        yun__instance_record__free_unpacked(o, NULL);
+    }
+    net_free_all(items, n);
+    if (r < 0)
+        return r;
+    if (taken) {
+        /* 63 = up to 54 of the name, '-', 8 of the id. */
+        size_t len = strlen(out);
+        if (len > HOSTNAME_MAX - 9)
+            len = HOSTNAME_MAX - 9;
+        while (len && out[len - 1] == '-')
+            len--;
+        (void)snprintf(out + len, HOSTNAME_MAX + 1 - len, "-%.8s", i->id);
+    }
+    return 0;
 }
 
 static int
@@ -261,8 +330,9 @@ add_metadata(struct yun_txn *txn, Yun__HostNetworkState *st, const Yun__PortReco
     yun__port_metadata__init(m);
     st->metadata[st->n_metadata++] = m;
     char host[HOSTNAME_MAX + 1];
-    hostname_of(i, host);
-    r = dup_to(&m->port_id, p->id);
+    r = hostname_on_network(txn, i, p->network_id, host);
+    if (r >= 0)
+        r = dup_to(&m->port_id, p->id);
     if (r >= 0)
         r = dup_to(&m->instance_id, i->id);
     if (r >= 0)

@@ -770,6 +770,90 @@ test_server_networks(void **state)
     assert_int_equal(last->n_metadata, 0);
 }
 
+/* The hostname the spawn of 'id' carries for it, into 'out'. The
+ * spawn is answered. */
+static void
+spawned_hostname(struct fixture *fx, const char *id, char out[64])
+{
+    struct captured *c = pending(fx, YUN__OP__OP_AGENT_SPAWN, id);
+    assert_non_null(c);
+    const Yun__HostNetworkState *st = ((const Yun__AgentSpawnRequest *)c->msg)->network;
+    assert_non_null(st);
+    out[0] = '\0';
+    for (size_t k = 0; k < st->n_metadata; k++)
+        if (strcmp(st->metadata[k]->instance_id, id) == 0)
+            snprintf(out, 64, "%s", st->metadata[k]->hostname);
+    assert_string_not_equal(out, "");
+    answer(fx, c, 0, NULL);
+}
+
+/* The hostname of instance 'id' in a state built now for its host. */
+static void
+state_hostname(struct fixture *fx, const char *id, char out[64])
+{
+    struct yun_txn *txn = NULL;
+    Yun__PortRecord **pp = NULL;
+    size_t np = 0;
+    assert_int_equal(yun_txn_begin(fx->s.store, false, &txn), 0);
+    assert_int_equal(ports_of_instance(&fx->s, txn, id, &pp, &np), 0);
+    assert_int_equal(np, 1);
+    Yun__HostNetworkState *st = NULL;
+    assert_int_equal(sched_network_host_state(&fx->s, txn, pp[0]->host_id, &st), 0);
+    yun_txn_abort(txn);
+    out[0] = '\0';
+    for (size_t k = 0; k < st->n_metadata; k++)
+        if (strcmp(st->metadata[k]->instance_id, id) == 0)
+            snprintf(out, 64, "%s", st->metadata[k]->hostname);
+    free_msg(st);
+    free_msg(pp[0]);
+    free(pp);
+}
+
+/* Servers of one name on one network get distinct hostnames (dnsmasq
+ * would give the name to one of them at random): the first created keeps
+ * it, the others get "-" and the first 8 characters of their id, and a
+ * state built again says the same. */
+static void
+test_server_hostnames_unique(void **state)
+{
+    struct fixture *fx = *state;
+    Yun__NetworkCreateRequest nq = YUN__NETWORK_CREATE_REQUEST__INIT;
+    nq.name = (char *)"net1";
+    Yun__NetworkReply *ny = NULL;
+    assert_int_equal(run(fx, &P1, sched_network_create, &nq, &yun__network_reply__descriptor,
+                         &ny, NULL), 0);
+    free_msg(ny);
+    Yun__SubnetCreateRequest sq = YUN__SUBNET_CREATE_REQUEST__INIT;
+    sq.network = (char *)"net1";
+    sq.cidr = (char *)"10.20.0.0/24";
+    Yun__SubnetReply *sy = NULL;
+    assert_int_equal(run(fx, &P1, sched_subnet_create, &sq, &yun__subnet_reply__descriptor,
+                         &sy, NULL), 0);
+    free_msg(sy);
+
+    struct create_opts o = { .network = "net1" };
+    char ids[3][64], names[3][64], want[64];
+    static const char *const server_names[] = { "web", "web", "Web" };
+    for (size_t k = 0; k < 3; k++) {
+        Yun__ServerCreateReply *cy = NULL;
+        assert_int_equal(create_ex(fx, &P1, server_names[k], &o, &cy, NULL), 0);
+        snprintf(ids[k], sizeof ids[k], "%s", cy->servers[0]->id);
+        free_msg(cy);
+        spawned_hostname(fx, ids[k], names[k]);
+    }
+    assert_string_equal(names[0], "web");
+    snprintf(want, sizeof want, "web-%.8s", ids[1]);
+    assert_string_equal(names[1], want);
+    snprintf(want, sizeof want, "web-%.8s", ids[2]);
+    assert_string_equal(names[2], want);
+    /* Built again, with all three there: the same names. */
+    for (size_t k = 0; k < 3; k++) {
+        char again[64];
+        state_hostname(fx, ids[k], again);
+        assert_string_equal(again, names[k]);
+    }
+}
+
 static void
 test_flavors(void **state)
 {
@@ -2234,6 +2318,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_snapshot, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_networks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_server_hostnames_unique, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -139,29 +139,45 @@ test_no_gateway_bad_hostname(void **state)
                         "tag:s0,option:classless-static-route,169.254.169.254/32,10.20.0.2\n");
     assert_int_equal(c.mtu, 0);
     dhcp_config_done(&c);
+    /* Labels dnsmasq would read as a lease time or a keyword, too. */
+    static const char *const keywords[] = { "9lives", "ignore", "infinite", "-web", "web-" };
+    for (size_t i = 0; i < ELEMENTSOF(keywords); i++) {
+        md.hostname = (char *)keywords[i];
+        assert_int_equal(dhcp_render(&st, "host1", &net, "/d", "/usr/sbin/dnsmasq", &c), 0);
+        assert_string_equal(c.hosts, "fa:16:3e:00:00:11,10.20.0.11,host-10-20-0-11\n");
+        dhcp_config_done(&c);
+    }
 }
 
 static void
 test_not_served(void **state)
 {
     struct dhcp_config c;
+    /* dhcp_network_is_served() (the metadata service's rule) says the
+     * same as dhcp_render() each time. */
+    assert_true(dhcp_network_is_served(&st, "host1", &net));
     /* No DHCP port on this host. */
     assert_int_equal(dhcp_render(&st, "host2", &net, "/d", "/x", &c), -ENOENT);
+    assert_false(dhcp_network_is_served(&st, "host2", &net));
     /* DHCP disabled on the only subnet. */
     sub.enable_dhcp = false;
     assert_int_equal(dhcp_render(&st, "host1", &net, "/d", "/x", &c), -ENOENT);
+    assert_false(dhcp_network_is_served(&st, "host1", &net));
     sub.enable_dhcp = true;
     /* The DHCP port has no address on the subnet. */
     fips[0].ip_address = "10.99.0.2";
     assert_int_equal(dhcp_render(&st, "host1", &net, "/d", "/x", &c), -ENOENT);
+    assert_false(dhcp_network_is_served(&st, "host1", &net));
     fips[0].ip_address = "10.20.0.2";
     /* A subnet CIDR with host bits is not served. */
     sub.cidr = "10.20.0.1/24";
     assert_int_equal(dhcp_render(&st, "host1", &net, "/d", "/x", &c), -ENOENT);
+    assert_false(dhcp_network_is_served(&st, "host1", &net));
     sub.cidr = "10.20.0.0/24";
     /* A DHCP port with a bad MAC is an error, not a guess. */
     prs[0].mac_address = "fa:16:3e:00:00";
     assert_int_equal(dhcp_render(&st, "host1", &net, "/d", "/x", &c), -EINVAL);
+    assert_false(dhcp_network_is_served(&st, "host1", &net));
     prs[0].mac_address = "fa:16:3e:00:00:02";
 }
 
@@ -170,6 +186,8 @@ test_names(void **state)
 {
     char buf[16], ns[80];
     assert_string_equal(dhcp_default_bridge_name(NET_ID, buf), "ybr-0a1b2c3d000");
+    /* netplug's own scheme: no name at all for an id it refuses. */
+    assert_string_equal(dhcp_default_bridge_name("a.b", buf), "");
     assert_string_equal(dhcp_netns_name(NET_ID, ns, sizeof ns), "yun-dhcp-" NET_ID);
     assert_null(dhcp_netns_name("../etc", ns, sizeof ns));
     assert_null(dhcp_netns_name("a/b", ns, sizeof ns));

@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0
  * test-metadata.c: unit tests of agent/metadata.c through HTTP: the test
  * takes private network and mount namespaces (root only; else skipped),
- * makes the network's namespace with 169.254.169.254 and the ports'
- * addresses on its lo, and talks HTTP from sockets made there with
- * chosen source addresses, driving the agent loop itself. Checks that
- * each port sees only its own data, the layouts, unknown sources refused,
- * 405, and that junk leaves the server serving. */
+ * makes a bridge, the network's namespace joined to it the way dhcp.c
+ * does (dhcp0 with the DHCP port's MAC, its address and 169.254.169.254)
+ * and one namespace per guest on the bridge with its own MAC and address,
+ * and talks HTTP from sockets made there, driving the agent loop itself.
+ * Checks that each port sees only its own data, the layouts, unknown
+ * sources refused, a guest claiming another's address refused, 405, and
+ * that junk leaves the server serving. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,14 +17,12 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,8 +34,10 @@
 #include "loop.h"
 #include "metadata.h"
 #include "netns.h"
+#include "netplug.h"
 
 #define NET_ID "7e57ab1e-0000-4000-8000-000000000001"
+#define DHCP_MAC "fa:16:3e:00:00:02"
 #define DEADLINE_MS 5000
 
 static char ns_name[NETPLUG_NETNS_NAME_MAX + 1];
@@ -64,13 +66,13 @@ static Yun__HostNetworkState state = YUN__HOST_NETWORK_STATE__INIT;
 
 static void
 port_init(Yun__PortRecord *p, Yun__FixedIp *fip, Yun__FixedIp **fips, const char *id,
-          const char *ip, const char *owner, const char *host)
+          const char *ip, const char *mac, const char *owner, const char *host)
 {
     fip->subnet_id = "sub1";
     fip->ip_address = (char *)ip;
     p->id = (char *)id;
     p->network_id = NET_ID;
-    p->mac_address = "fa:16:3e:00:00:01";
+    p->mac_address = (char *)mac;
     p->fixed_ips = fips;
     p->n_fixed_ips = 1;
     p->device_owner = (char *)owner;
@@ -87,11 +89,15 @@ state_init(void)
     sub.ip_version = 4;
     sub.cidr = "10.0.0.0/24";
     sub.enable_dhcp = true;
-    port_init(&port_dhcp, &fip_dhcp, fips_dhcp, "p-dhcp", "10.0.0.2", "network:dhcp", "host1");
-    port_init(&port1, &fip1, fips1, "p1", "10.0.0.5", "compute:nova", "host1");
-    port_init(&port2, &fip2, fips2, "p2", "10.0.0.6", "compute:nova", "host1");
+    port_init(&port_dhcp, &fip_dhcp, fips_dhcp, "p-dhcp", "10.0.0.2", DHCP_MAC, "network:dhcp",
+              "host1");
+    port_init(&port1, &fip1, fips1, "p1", "10.0.0.5", "fa:16:3e:00:00:05", "compute:nova",
+              "host1");
+    port_init(&port2, &fip2, fips2, "p2", "10.0.0.6", "fa:16:3e:00:00:06", "compute:nova",
+              "host1");
     /* Another host's port: its metadata must not be served here. */
-    port_init(&port3, &fip3, fips3, "p3", "10.0.0.7", "compute:nova", "host2");
+    port_init(&port3, &fip3, fips3, "p3", "10.0.0.7", "fa:16:3e:00:00:07", "compute:nova",
+              "host2");
     key1.name = "k1";
     key1.public_key = "ssh-ed25519 AAAAone one@test";
     key2.name = "k2";
@@ -132,50 +138,72 @@ state_init(void)
     state.n_metadata = ELEMENTSOF(mds);
 }
 
-/* ---- the namespace: lo up with the service's and the ports' addresses ---- */
+/* ---- the wiring: a bridge, the network's namespace and the guests ---- */
 
-static int
-ifreq_addr(int fd, const char *name, const char *ip)
+#define BRIDGE "ybr-test"
+
+struct guest {
+    const char *name; /* what the tests call it */
+    const char *ns;
+    const char *link; /* its veth's end on the bridge */
+    const char *ip;
+    const char *mac;
+    const char *local; /* a 169.254/16 address: the service is on-link */
+};
+
+static const struct guest guests[] = {
+    { "10.0.0.5", "yun-test-g5", "ytg5", "10.0.0.5", "fa:16:3e:00:00:05", "169.254.0.5/16" },
+    { "10.0.0.6", "yun-test-g6", "ytg6", "10.0.0.6", "fa:16:3e:00:00:06", "169.254.0.6/16" },
+    { "10.0.0.7", "yun-test-g7", "ytg7", "10.0.0.7", "fa:16:3e:00:00:07", "169.254.0.7/16" },
+    { "10.0.0.99", "yun-test-g99", "ytg99", "10.0.0.99", "fa:16:3e:00:00:99", "169.254.0.99/16" },
+    /* A port without port security that claims port p1's address: it
+     * answers ARP for it and sends from it, with its own MAC. */
+    { "pretender", "yun-test-gp", "ytgp", "10.0.0.5", "fa:16:3e:00:00:66", "169.254.0.66/16" },
+    /* The namespace itself. */
+    { "169.254.169.254", NULL, NULL, "169.254.169.254", NULL, NULL },
+};
+
+static const struct guest *
+guest_of(const char *name)
 {
-    struct ifreq ifr = { 0 };
-    struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
-    (void)snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", name);
-    sin->sin_family = AF_INET;
-    (void)inet_pton(AF_INET, ip, &sin->sin_addr);
-    if (ioctl(fd, SIOCSIFADDR, &ifr) < 0)
-        return -errno;
-    (void)inet_pton(AF_INET, "255.255.255.255", &sin->sin_addr);
-    return ioctl(fd, SIOCSIFNETMASK, &ifr) < 0 ? -errno : 0;
+    for (size_t i = 0; i < ELEMENTSOF(guests); i++)
+        if (strcmp(guests[i].name, name) == 0)
+            return &guests[i];
+    fail_msg("no guest '%s'", name);
+    return NULL;
 }
 
 static int
-ns_setup(void *data)
+wire(void)
 {
-    _cleanup_close_ int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    struct ifreq ifr = { .ifr_name = "lo" };
-    if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0)
-        return -errno;
-    ifr.ifr_flags |= IFF_UP;
-    if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0)
-        return -errno;
-    static const char *const addrs[][2] = {
-        { "lo:0", "169.254.169.254" }, { "lo:1", "10.0.0.5" }, { "lo:2", "10.0.0.6" },
-        { "lo:3", "10.0.0.7" },        { "lo:4", "10.0.0.99" },
-    };
-    for (size_t i = 0; i < ELEMENTSOF(addrs); i++) {
-        int r = ifreq_addr(fd, addrs[i][0], addrs[i][1]);
-        if (r < 0)
-            return r;
+    struct netplug *np = NULL;
+    int r = netplug_new(&np);
+    if (r >= 0)
+        r = netplug_bridge_ensure(np, BRIDGE, 0);
+    np = netplug_free(np);
+    if (r < 0)
+        return r;
+    const char *dhcp_cidrs[] = { "10.0.0.2/24", "169.254.169.254/32" };
+    r = netplug_veth_into_ns("ytdhcp", BRIDGE, ns_name, DHCP_NS_IFNAME, DHCP_MAC, dhcp_cidrs, 2,
+                             0);
+    for (size_t i = 0; r >= 0 && i < ELEMENTSOF(guests); i++) {
+        const struct guest *g = &guests[i];
+        if (!g->ns)
+            continue;
+        char cidr[32];
+        (void)snprintf(cidr, sizeof cidr, "%s/24", g->ip);
+        const char *cidrs[] = { cidr, g->local };
+        r = netplug_netns_ensure(g->ns);
+        if (r >= 0)
+            r = netplug_veth_into_ns(g->link, BRIDGE, g->ns, "eth0", g->mac, cidrs, 2, 0);
     }
-    return 0;
+    return r;
 }
 
 /* ---- a small HTTP client on the loop ---- */
 
 struct client {
-    const char *src;
+    const struct guest *g;
     int fd;
 };
 
@@ -188,7 +216,7 @@ client_connect(void *data)
         return -errno;
     struct sockaddr_in src = { .sin_family = AF_INET };
     struct sockaddr_in dst = { .sin_family = AF_INET, .sin_port = htons(80) };
-    (void)inet_pton(AF_INET, c->src, &src.sin_addr);
+    (void)inet_pton(AF_INET, c->g->ip, &src.sin_addr);
     (void)inet_pton(AF_INET, "169.254.169.254", &dst.sin_addr);
     if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0 ||
         (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS)) {
@@ -200,13 +228,13 @@ client_connect(void *data)
     return 0;
 }
 
-/* Sends 'request' from 'src' and returns the whole response (until the
+/* Sends 'request' from guest 'src' and returns the whole response (until the
  * server closes), or NULL when the connection failed. */
 static char *
 http_raw(struct yun_loop *loop, const char *src, const char *request)
 {
-    struct client c = { .src = src, .fd = -1 };
-    if (netplug_netns_run(ns_name, client_connect, &c) < 0)
+    struct client c = { .g = guest_of(src), .fd = -1 };
+    if (netplug_netns_run(c.g->ns ? c.g->ns : ns_name, client_connect, &c) < 0)
         return NULL;
     _cleanup_close_ int fd = c.fd;
     size_t sent = 0, len = strlen(request), got = 0;
@@ -431,6 +459,20 @@ test_unknown_source_404(void **st)
     free(r.raw);
 }
 
+/* A guest that claims another's address (a port without port security
+ * can: it answers ARP for it) is told apart by its MAC: refused, and the
+ * owner of the address is still served. */
+static void
+test_pretender_refused(void **st)
+{
+    struct fixture *f = *st;
+    /* Its connection is reset towards the address's owner, so the
+     * pretender hears nothing at all (this waits for the deadline). */
+    assert_refused(f->loop, "pretender", "/openstack/latest/meta_data.json", NULL);
+    _cleanup_free_ char *b = get_body(f->loop, "10.0.0.5", "/latest/meta-data/instance-id", 200);
+    assert_string_equal(b, "i-1");
+}
+
 static void
 test_methods(void **st)
 {
@@ -528,8 +570,11 @@ main(void)
         return 77;
     }
     assert_non_null(dhcp_netns_name(NET_ID, ns_name, sizeof ns_name));
-    if (netplug_netns_ensure(ns_name) < 0 || netplug_netns_run(ns_name, ns_setup, NULL) < 0) {
-        fprintf(stderr, "cannot set up the namespace\n");
+    int r = netplug_netns_ensure(ns_name);
+    if (r >= 0)
+        r = wire();
+    if (r < 0) {
+        fprintf(stderr, "cannot set up the namespaces: %s\n", strerror(-r));
         return 1;
     }
     const struct CMUnitTest tests[] = {
@@ -537,6 +582,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_user_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ec2, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_source_404, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pretender_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_methods, setup, teardown),
         cmocka_unit_test_setup_teardown(test_junk_keeps_serving, setup, teardown),
         cmocka_unit_test_setup_teardown(test_apply_updates_and_drops, setup, teardown),
