@@ -92,6 +92,10 @@ sched_instance_networks_resolve(struct sched_call *call, struct yun_txn *txn,
     return 0;
 }
 
+static int dns_name_pick(struct yun_txn *txn, const Yun__InstanceRecord *i,
+                         const char *network_id, char out[HOSTNAME_MAX + 1]);
+static int dup_to(char **field, const char *value);
+
 int
 sched_instance_ports_create(struct sched *s, struct yun_txn *txn, const Yun__InstanceRecord *i)
 {
@@ -100,7 +104,14 @@ sched_instance_ports_create(struct sched *s, struct yun_txn *txn, const Yun__Ins
         int r = port_create_for_instance(s, txn, i->project, i->networks[k], i->id, &p);
         if (r < 0)
             return r;
-        r = port_bind_host(s, txn, p->id, i->host_id);
+        char name[HOSTNAME_MAX + 1];
+        r = dns_name_pick(txn, i, p->network_id, name);
+        if (r >= 0)
+            r = dup_to(&p->dns_name, name);
+        if (r >= 0)
+            r = net_store(txn, &net_kind_port, &p->base);
+        if (r >= 0)
+            r = port_bind_host(s, txn, p->id, i->host_id);
         yun__port_record__free_unpacked(p, NULL);
         if (r < 0)
             return r;
@@ -231,52 +242,50 @@ keep_instance_port_on(struct yun_txn *txn, const ProtobufCMessage *m, void *data
            strncmp(p->device_owner, OWNER_COMPUTE, strlen(OWNER_COMPUTE)) == 0;
 }
 
-/* True when instance 'a' comes before 'b': created earlier, or at the
- * same time (one multi-create) with a smaller id. */
-static bool
-instance_before(const Yun__InstanceRecord *a, const Yun__InstanceRecord *b)
+/* The name instance port 'p' is known by: its dns_name, or for a port
+ * made before ports kept one, its instance's name as a label. "" when its
+ * instance is gone. */
+static int
+port_dns_name(struct yun_txn *txn, const Yun__PortRecord *p, char out[HOSTNAME_MAX + 1])
 {
-    if (a->created_us != b->created_us)
-        return a->created_us < b->created_us;
-    return strcmp(a->id, b->id) < 0;
+    out[0] = '\0';
+    if (*p->dns_name) {
+        snprintf(out, HOSTNAME_MAX + 1, "%s", p->dns_name);
+        return 0;
+    }
+    Yun__InstanceRecord *o = NULL;
+    int r = yun_txn_get_msg(txn, SCHED_DB_INSTANCES, p->device_id,
+                            &yun__instance_record__descriptor, (ProtobufCMessage **)&o);
+    if (r == -ENOENT)
+        return 0;
+    if (r < 0)
+        return r;
+    hostname_of(o, out);
+    yun__instance_record__free_unpacked(o, NULL);
+    return 0;
 }
 
-/* The hostname of instance 'i' on network 'network_id', unique there:
- * hostname_of(i), unless an instance that comes before it (by
- * instance_before()) with a port on the network has the same one; then
- * that name, shortened to fit, + "-" + the first 8 characters of i's id.
- * So the first "web" on a network stays "web" and the others are
- * "web-1a2b3c4d", the same at every render; the agent's DHCP hosts file
- * and the metadata service both take it from PortMetadata.hostname. */
+/* Picks the DNS label of instance 'i' on network 'network_id' when its
+ * port there is made: hostname_of(i), unless another instance port of the
+ * network already goes by it; then that name, shortened to fit, + "-" +
+ * the first 8 characters of i's id. Kept in the port record, so a name
+ * never changes under a running guest, and DHCP and metadata, which both
+ * read it, tell the guest one name. */
 static int
-hostname_on_network(struct yun_txn *txn, const Yun__InstanceRecord *i, const char *network_id,
-                    char out[HOSTNAME_MAX + 1])
+dns_name_pick(struct yun_txn *txn, const Yun__InstanceRecord *i, const char *network_id,
+              char out[HOSTNAME_MAX + 1])
 {
     hostname_of(i, out);
     ProtobufCMessage **items = NULL;
     size_t n = 0;
     int r = net_collect(txn, &net_kind_port, keep_instance_port_on, (void *)network_id, &items,
                         &n);
-    if (r < 0)
-        return r;
     bool taken = false;
     for (size_t k = 0; r >= 0 && !taken && k < n; k++) {
         const Yun__PortRecord *p = (const Yun__PortRecord *)items[k];
-        if (strcmp(p->device_id, i->id) == 0)
-            continue;
-        Yun__InstanceRecord *o = NULL;
-        int q = yun_txn_get_msg(txn, SCHED_DB_INSTANCES, p->device_id,
-                                &yun__instance_record__descriptor, (ProtobufCMessage **)&o);
-        if (q == -ENOENT)
-            continue;
-        if (q < 0) {
-            r = q;
-            break;
-        }
         char other[HOSTNAME_MAX + 1];
-        hostname_of(o, other);
-        taken = strcmp(other, out) == 0 && instance_before(o, i);
-        yun__instance_record__free_unpacked(o, NULL);
+        if (strcmp(p->device_id, i->id) != 0 && (r = port_dns_name(txn, p, other)) >= 0)
+            taken = strcmp(other, out) == 0;
     }
     net_free_all(items, n);
     if (r < 0)
@@ -330,7 +339,7 @@ add_metadata(struct yun_txn *txn, Yun__HostNetworkState *st, const Yun__PortReco
     yun__port_metadata__init(m);
     st->metadata[st->n_metadata++] = m;
     char host[HOSTNAME_MAX + 1];
-    r = hostname_on_network(txn, i, p->network_id, host);
+    r = port_dns_name(txn, p, host);
     if (r >= 0)
         r = dup_to(&m->port_id, p->id);
     if (r >= 0)

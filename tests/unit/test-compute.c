@@ -811,8 +811,8 @@ state_hostname(struct fixture *fx, const char *id, char out[64])
 
 /* Servers of one name on one network get distinct hostnames (dnsmasq
  * would give the name to one of them at random): the first created keeps
- * it, the others get "-" and the first 8 characters of their id, and a
- * state built again says the same. */
+ * it, the others get "-" and the first 8 characters of their id, a state
+ * built again says the same, and the names stay when the first goes. */
 static void
 test_server_hostnames_unique(void **state)
 {
@@ -852,6 +852,27 @@ test_server_hostnames_unique(void **state)
         state_hostname(fx, ids[k], again);
         assert_string_equal(again, names[k]);
     }
+
+    /* The first goes: the others keep their names (a running guest's
+     * name never changes), and "web" is free for the next one. */
+    char host[64];
+    host_of(fx, ids[0], host, sizeof host);
+    assert_int_equal(delete_server(fx, &P1, ids[0]), 0);
+    struct captured *c = pending(fx, YUN__OP__OP_AGENT_DESTROY, ids[0]);
+    assert_non_null(c);
+    answer(fx, c, 0, NULL);
+    assert_int_equal(event_as(fx, agent_of(fx, host), ids[0], "deleted", NULL), 0);
+    for (size_t k = 1; k < 3; k++) {
+        char again[64];
+        state_hostname(fx, ids[k], again);
+        assert_string_equal(again, names[k]);
+    }
+    Yun__ServerCreateReply *cy = NULL;
+    assert_int_equal(create_ex(fx, &P1, "web", &o, &cy, NULL), 0);
+    char fourth[64];
+    spawned_hostname(fx, cy->servers[0]->id, fourth);
+    free_msg(cy);
+    assert_string_equal(fourth, "web");
 }
 
 static void
