@@ -612,6 +612,7 @@ port_row(struct cli_table *t, const Yun__PortRecord *p, bool full)
     cli_table_str(t, "device_id", p->device_id);
     cli_table_str(t, "device_owner", p->device_owner);
     cli_table_str(t, "host_id", p->host_id);
+    cli_table_str(t, "dns_name", p->dns_name);
     cli_table_strv(t, "security_groups", p->security_groups, p->n_security_groups);
     cli_table_bool(t, "port_security_enabled", p->port_security_enabled);
     cli_table_bool(t, "admin_state_up", p->admin_state_up);
