@@ -1673,7 +1673,7 @@ agent_images_start(struct agent *a)
         .timeout_ms = (int)a->cfg.request_timeout_ms,
     };
     struct agent_image_fetcher *f = NULL;
-    int r = agent_image_fetcher_bus_new(a->loop, &bo, &f);
+    int r = agent_image_fetcher_bus_new(a->loop, &bo, 1, &f);
     if (r < 0)
         return log_err_errno(r, "cannot connect the image fetcher to the scheduler url=%s",
                              bo.url);

@@ -59,6 +59,7 @@ struct agent_image_fetcher;
 #define AGENT_IMAGE_WAITERS_MAX 1024   /* acquires waiting on one image */
 #define AGENT_IMAGE_JOBS_MAX 256       /* images being fetched or checked */
 #define AGENT_IMAGE_CHUNK_DEFAULT (1u << 20)
+#define AGENT_IMAGE_FETCH_WINDOW_MAX 16 /* requests in flight to the scheduler */
 
 /* ---- The fetcher: where the bytes come from ---- */
 
@@ -94,7 +95,9 @@ typedef void (*agent_image_read_done_fn)(int r, const char *message,
  * 'done' exactly once, later, from the loop (never from inside the call),
  * unless cancelled; or return a negative errno and never call it. 'done'
  * may call show or read again. Several requests may be outstanding; an
- * implementation that can carry one at a time queues the others. */
+ * implementation that can carry fewer at a time queues the others. Requests
+ * made with the same 'data' complete in the order they were made, so a
+ * caller may read ahead and still take the bytes in offset order. */
 struct agent_image_fetcher_ops {
     const char *name;
     int (*show)(struct agent_image_fetcher *f, const char *image_id,
@@ -113,13 +116,18 @@ struct agent_image_fetcher {
 };
 
 /* Creates the fetcher that asks the scheduler over the bus (OP_IMAGE_SHOW,
- * OP_IMAGE_DOWNLOAD) through its own REQ socket, separate from the
- * heartbeat's, since a REQ socket carries one request at a time: requests
- * queue and go out one by one, each with the deadline 'o->timeout_ms'
- * (YUN_E_UNREACHABLE past it). Only images the scheduler calls active are
- * shown. 'o' is copied. Returns 0 and '*ret', or a negative errno. */
+ * OP_IMAGE_DOWNLOAD) through REQ sockets of its own, separate from the
+ * heartbeat's, since a REQ socket carries one request at a time: 'depth'
+ * sockets (1 to AGENT_IMAGE_FETCH_WINDOW_MAX) keep up to 'depth' requests
+ * in flight and the others queue. Each request has the deadline
+ * 'o->timeout_ms' from its send (YUN_E_UNREACHABLE past it). Requests
+ * complete in the order they were made, whatever 'data': a reply that
+ * comes before an earlier request's is held until that one completes, so
+ * at most 'depth' replies (each up to a chunk) are held. Only images the
+ * scheduler calls active are shown. 'o' is copied. Returns 0 and '*ret',
+ * -EINVAL for a bad 'depth', or a negative errno. */
 int agent_image_fetcher_bus_new(struct yun_loop *loop, const struct yun_bus_client_options *o,
-                                struct agent_image_fetcher **ret);
+                                unsigned depth, struct agent_image_fetcher **ret);
 
 /* ---- The cache ---- */
 

@@ -10,7 +10,10 @@
  * without files), retries and failures of the fetcher, release as cancel.
  * The bus fetcher (agent/image-fetch-bus.c) is tested against a bus server
  * on the same loop that answers OP_IMAGE_SHOW and OP_IMAGE_DOWNLOAD, and
- * the report path ends in scheduler/host.c storing what the agent reports. */
+ * its window against one that holds the replies until the test answers
+ * them (as many reads in flight as slots, completions in order whatever
+ * the reply order, deadlines and cancel with several in flight); the
+ * report path ends in scheduler/host.c storing what the agent reports. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1282,7 +1285,7 @@ test_bus_fetcher(void **state)
         .timeout_ms = 5000,
     };
     struct agent_image_fetcher *f = NULL;
-    assert_int_equal(agent_image_fetcher_bus_new(fx->loop, &co, &f), 0);
+    assert_int_equal(agent_image_fetcher_bus_new(fx->loop, &co, 1, &f), 0);
     fx->cache = agent_image_cache_free(fx->cache);
     fx->opts.fetcher = f;
     assert_int_equal(agent_image_cache_new(&fx->opts, &fx->cache), 0);
@@ -1321,7 +1324,7 @@ test_bus_fetcher(void **state)
     fx->cache = agent_image_cache_free(fx->cache);
     server = yun_bus_server_free(server);
     co.timeout_ms = 300;
-    assert_int_equal(agent_image_fetcher_bus_new(fx->loop, &co, &f), 0);
+    assert_int_equal(agent_image_fetcher_bus_new(fx->loop, &co, 1, &f), 0);
     fx->opts.fetcher = f;
     assert_int_equal(agent_image_cache_new(&fx->opts, &fx->cache), 0);
     struct mem_image *d = add_image(fx, "raw", NULL, IMG_SIZE);
@@ -1329,6 +1332,272 @@ test_bus_fetcher(void **state)
     acquire_wait(fx, d, "vm-1", &res);
     assert_int_equal(res.error, YUN_E_UNREACHABLE);
     assert_true(yun_now_ms() - start < 5000);
+}
+
+/* ---- the bus fetcher's window, against a server that answers late ---- */
+
+#define WIN_DEPTH 4
+#define WIN_HELD_MAX 32
+
+/* A scheduler that holds every download request (deferred reply) until the
+ * test answers it, in whatever order the test likes. */
+struct win_server {
+    struct fixture *fx;
+    struct yun_bus_server *server;
+    struct {
+        uint64_t handle;
+        uint64_t offset;
+        uint32_t length;
+        size_t image;       /* index in fx->images */
+    } held[WIN_HELD_MAX];
+    size_t n_held;          /* requests held and not answered yet */
+    size_t max_held;        /* the most held at once */
+    unsigned received;      /* download requests seen */
+};
+
+static int
+win_serve(const struct yun_bus_peer *peer, const uint8_t *body, size_t size,
+          uint8_t **ret_reply, size_t *ret_size, void *data)
+{
+    struct win_server *ws = data;
+    Yun__Request *q = yun__request__unpack(NULL, size, body);
+    assert_non_null(q);
+    assert_int_equal(q->op, YUN__OP__OP_IMAGE_DOWNLOAD);
+    Yun__ImageDownloadRequest *d =
+        yun__image_download_request__unpack(NULL, q->payload.len, q->payload.data);
+    assert_non_null(d);
+    assert_true(ws->n_held < WIN_HELD_MAX);
+    size_t i = 0;
+    while (i < ws->fx->n_images && strcmp(ws->fx->images[i].id, d->image) != 0)
+        i++;
+    assert_true(i < ws->fx->n_images);
+    uint64_t handle = 0;
+    assert_int_equal(yun_bus_server_defer(ws->server, &handle), 0);
+    ws->held[ws->n_held].handle = handle;
+    ws->held[ws->n_held].offset = d->offset;
+    ws->held[ws->n_held].length = d->length;
+    ws->held[ws->n_held].image = i;
+    ws->n_held++;
+    ws->received++;
+    if (ws->n_held > ws->max_held)
+        ws->max_held = ws->n_held;
+    yun__image_download_request__free_unpacked(d, NULL);
+    yun__request__free_unpacked(q, NULL);
+    return YUN_BUS_DEFERRED;
+}
+
+/* Answers held request 'k' with its bytes and forgets it. */
+static void
+win_answer(struct win_server *ws, size_t k)
+{
+    assert_true(k < ws->n_held);
+    const struct mem_image *img = &ws->fx->images[ws->held[k].image];
+    uint64_t off = ws->held[k].offset;
+    size_t n = off < img->size ? img->size - off : 0;
+    if (n > ws->held[k].length)
+        n = ws->held[k].length;
+    Yun__ImageDownloadReply y = YUN__IMAGE_DOWNLOAD_REPLY__INIT;
+    y.data.data = img->data + off;
+    y.data.len = n;
+    y.offset = off;
+    y.size = img->size;
+    y.os_hash_value = (char *)img->sha512;
+    y.eof = off + n == img->size;
+    _cleanup_free_ uint8_t *reply = NULL;
+    size_t reply_size = 0;
+    assert_int_equal(yun_rpc_pack_reply(0, NULL, &y.base, &reply, &reply_size), 0);
+    assert_int_equal(yun_bus_server_reply(ws->server, ws->held[k].handle, reply, reply_size),
+                     0);
+    memmove(&ws->held[k], &ws->held[k + 1], (ws->n_held - k - 1) * sizeof ws->held[0]);
+    ws->n_held--;
+}
+
+/* Completions of reads that share one 'data': in the order they came. */
+struct win_log {
+    unsigned calls;
+    uint64_t offsets[WIN_HELD_MAX];
+    int errors[WIN_HELD_MAX];
+    bool bytes_ok;          /* every chunk held the image's bytes */
+    const struct mem_image *img;
+};
+
+static void
+win_read_done(int r, const char *message, const struct agent_image_chunk *chunk, void *data)
+{
+    struct win_log *l = data;
+    assert_true(l->calls < WIN_HELD_MAX);
+    assert_non_null(message);
+    l->offsets[l->calls] = chunk ? chunk->offset : UINT64_MAX;
+    l->errors[l->calls] = r;
+    if (chunk && (chunk->offset + chunk->size > l->img->size ||
+                  memcmp(chunk->data, l->img->data + chunk->offset, chunk->size) != 0))
+        l->bytes_ok = false;
+    l->calls++;
+}
+
+static struct agent_image_fetcher *
+win_fetcher_new(struct fixture *fx, const char *url, int timeout_ms)
+{
+    struct yun_key key;
+    assert_int_equal(yun_key_derive(test_secret, sizeof test_secret, "node1", 1, &key), 0);
+    struct yun_bus_client_options co = {
+        .url = url, .self_id = "node1", .key_id = "node1", .key_epoch = 1, .key = &key,
+        .timeout_ms = timeout_ms,
+    };
+    struct agent_image_fetcher *f = NULL;
+    assert_int_equal(agent_image_fetcher_bus_new(fx->loop, &co, WIN_DEPTH, &f), 0);
+    return f;
+}
+
+/* Runs the loop for 'ms' milliseconds. */
+static void
+pump_for(struct fixture *fx, int64_t ms)
+{
+    int64_t end = yun_now_ms() + ms;
+    while (yun_now_ms() < end)
+        assert_true(yun_loop_run_once(fx->loop, 10) >= 0);
+}
+
+/* The bus fetcher keeps WIN_DEPTH reads in flight at once, never more,
+ * holds a reply that overtakes an earlier request, and completes the
+ * reads in the order they were made. */
+static void
+test_bus_fetcher_window(void **state)
+{
+    struct fixture *fx = *state;
+    struct win_server ws = { .fx = fx };
+    char url[700];
+    snprintf(url, sizeof url, "ipc://%s/bus.sock", fx->dir);
+    struct yun_bus_server_options so = {
+        .url = url, .self_id = "scheduler", .key = bus_key, .serve = win_serve, .data = &ws,
+    };
+    assert_int_equal(yun_bus_server_new(fx->loop, &so, &ws.server), 0);
+    struct agent_image_fetcher *f = win_fetcher_new(fx, url, 5000);
+    struct agent_image_fetcher *bad = NULL;
+    struct yun_bus_client_options co = { .url = url };
+    assert_int_equal(agent_image_fetcher_bus_new(fx->loop, &co, 0, &bad), -EINVAL);
+    assert_int_equal(agent_image_fetcher_bus_new(fx->loop, &co,
+                                                 AGENT_IMAGE_FETCH_WINDOW_MAX + 1, &bad),
+                     -EINVAL);
+    assert_null(bad);
+
+    struct mem_image *img = add_image(fx, "raw", NULL, 6 * CHUNK);
+    struct win_log log = { .bytes_ok = true, .img = img };
+    for (unsigned i = 0; i < 6; i++)
+        assert_int_equal(f->ops->read(f, img->id, i * CHUNK, CHUNK, win_read_done, &log), 0);
+    assert_int_equal(log.calls, 0); /* never from inside the call */
+    PUMP_UNTIL(fx, ws.n_held == WIN_DEPTH);
+    pump_for(fx, 200);
+    assert_int_equal(ws.n_held, WIN_DEPTH); /* the window, no more */
+    assert_int_equal(log.calls, 0);
+
+    /* Answered last to first: nothing completes before the first. */
+    for (size_t k = WIN_DEPTH - 1; k > 0; k--)
+        win_answer(&ws, k);
+    pump_for(fx, 200);
+    assert_int_equal(log.calls, 0);
+    win_answer(&ws, 0);
+    PUMP_UNTIL(fx, log.calls == WIN_DEPTH);
+    /* The freed slots took the last two. */
+    PUMP_UNTIL(fx, ws.n_held == 2);
+    win_answer(&ws, 1);
+    win_answer(&ws, 0);
+    PUMP_UNTIL(fx, log.calls == 6);
+    for (unsigned i = 0; i < 6; i++) {
+        assert_int_equal(log.errors[i], 0);
+        assert_int_equal(log.offsets[i], i * CHUNK);
+    }
+    assert_true(log.bytes_ok);
+    assert_int_equal(ws.max_held, WIN_DEPTH);
+    assert_int_equal(ws.received, 6);
+
+    f->ops->free(f);
+    ws.server = yun_bus_server_free(ws.server);
+}
+
+/* With WIN_DEPTH reads in flight and none answered, each read completes
+ * exactly once with YUN_E_UNREACHABLE at its deadline, in order, and the
+ * one queued behind them goes out and ends the same way. A cancel forgets
+ * the reads of its 'data' in flight and queued, while the reads of another
+ * 'data' go on and complete once each. */
+static void
+test_bus_fetcher_window_deadline_cancel(void **state)
+{
+    struct fixture *fx = *state;
+    struct win_server ws = { .fx = fx };
+    char url[700];
+    snprintf(url, sizeof url, "ipc://%s/bus.sock", fx->dir);
+    struct yun_bus_server_options so = {
+        .url = url, .self_id = "scheduler", .key = bus_key, .serve = win_serve, .data = &ws,
+    };
+    assert_int_equal(yun_bus_server_new(fx->loop, &so, &ws.server), 0);
+    struct mem_image *img = add_image(fx, "raw", NULL, 8 * CHUNK);
+
+    /* Deadlines: one log per read, to count each one's calls. */
+    struct agent_image_fetcher *f = win_fetcher_new(fx, url, 300);
+    struct win_log logs[WIN_DEPTH + 1];
+    for (unsigned i = 0; i <= WIN_DEPTH; i++) {
+        logs[i] = (struct win_log){ .bytes_ok = true, .img = img };
+        assert_int_equal(f->ops->read(f, img->id, i * CHUNK, CHUNK, win_read_done, &logs[i]),
+                         0);
+    }
+    int64_t start = yun_now_ms();
+    PUMP_UNTIL(fx, logs[WIN_DEPTH - 1].calls == 1);
+    int64_t took = yun_now_ms() - start;
+    assert_true(took >= 250 && took < 2000);
+    for (unsigned i = 0; i < WIN_DEPTH; i++) {
+        assert_int_equal(logs[i].calls, 1);
+        assert_int_equal(logs[i].errors[0], YUN_E_UNREACHABLE);
+    }
+    /* The fifth waited for a slot, then for its own deadline. */
+    assert_int_equal(logs[WIN_DEPTH].calls, 0);
+    PUMP_UNTIL(fx, logs[WIN_DEPTH].calls == 1);
+    assert_int_equal(logs[WIN_DEPTH].errors[0], YUN_E_UNREACHABLE);
+    assert_true(ws.received >= WIN_DEPTH + 1);
+    /* Late answers (the server still holds them) reach nobody. */
+    while (ws.n_held)
+        win_answer(&ws, ws.n_held - 1);
+    pump_for(fx, 500);
+    for (unsigned i = 0; i <= WIN_DEPTH; i++)
+        assert_int_equal(logs[i].calls, 1);
+    f->ops->free(f);
+
+    /* Cancel: 'a' fills the window and has one queued, 'b' queues two. */
+    f = win_fetcher_new(fx, url, 5000);
+    ws.received = 0;
+    struct win_log a = { .bytes_ok = true, .img = img }, b = a;
+    for (unsigned i = 0; i <= WIN_DEPTH; i++)
+        assert_int_equal(f->ops->read(f, img->id, i * CHUNK, CHUNK, win_read_done, &a), 0);
+    for (unsigned i = 0; i < 2; i++)
+        assert_int_equal(f->ops->read(f, img->id, (6 + i) * CHUNK, CHUNK, win_read_done, &b),
+                         0);
+    PUMP_UNTIL(fx, ws.n_held == WIN_DEPTH);
+    f->ops->cancel(f, &a);
+    pump_for(fx, 100);
+    /* 'a's requests keep their slots until answered: 'b' still waits. */
+    assert_int_equal(ws.received, WIN_DEPTH);
+    while (ws.n_held)
+        win_answer(&ws, 0);
+    PUMP_UNTIL(fx, ws.n_held == 2);
+    win_answer(&ws, 1);
+    win_answer(&ws, 0);
+    PUMP_UNTIL(fx, b.calls == 2);
+    pump_for(fx, 100);
+    assert_int_equal(a.calls, 0);
+    assert_int_equal(b.calls, 2);
+    assert_int_equal(b.offsets[0], 6 * CHUNK);
+    assert_int_equal(b.offsets[1], 7 * CHUNK);
+    assert_true(b.bytes_ok);
+    assert_int_equal(ws.received, WIN_DEPTH + 2); /* 'a's queued read never went */
+
+    /* Freed with reads in flight: nobody is called. */
+    assert_int_equal(f->ops->read(f, img->id, 0, CHUNK, win_read_done, &a), 0);
+    PUMP_UNTIL(fx, ws.n_held == 1);
+    f->ops->free(f);
+    win_answer(&ws, 0);
+    pump_for(fx, 100);
+    assert_int_equal(a.calls, 0);
+    ws.server = yun_bus_server_free(ws.server);
 }
 
 int
@@ -1355,7 +1624,12 @@ main(void)
         T(test_free_cancels),
         T(test_report_reaches_host_record),
         T(test_bus_fetcher),
+        T(test_bus_fetcher_window),
+        T(test_bus_fetcher_window_deadline_cancel),
 #undef T
     };
+    /* YUN_TEST_FILTER=test_bus_* runs some tests (cmocka's glob). */
+    if (getenv("YUN_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("YUN_TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
