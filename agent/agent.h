@@ -41,6 +41,7 @@ struct agent_config {
     uint64_t image_cache_max_size_mb;
     uint32_t image_max_virtual_size_gb; /* 0 = no limit */
     uint32_t image_fetch_chunk_kb;
+    uint32_t image_fetch_window;       /* download requests in flight */
     bool image_verify_every_use;
     uint32_t image_gc_interval_s;
     char *listen_url;                  /* the command server (command.c) */

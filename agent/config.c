@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include "agent.h"
+#include "image-cache.h"
 
 #define K(sec, name, type, field, def, lo, hi, text)                                   \
     { sec, name, type, offsetof(struct agent_config, field), def, lo, hi, text }
@@ -50,6 +51,11 @@ const struct yun_cfg_key agent_config_table[] = {
       1048576, "Largest virtual disk size in GiB an image may declare; 0 means no limit."),
     K("images", "fetch_chunk_kb", YUN_CFG_U32, image_fetch_chunk_kb, "1024", 4, 65536,
       "KiB asked of the scheduler per download request; must fit bus.max_message_size."),
+    K("images", "fetch_window", YUN_CFG_U32, image_fetch_window, "4", 1,
+      AGENT_IMAGE_FETCH_WINDOW_MAX,
+      "Download requests kept in flight to the scheduler, each on a socket of its own, so "
+      "that a fetch does not wait a round trip per chunk; up to this many chunks are held in "
+      "memory."),
     K("images", "verify_every_use", YUN_CFG_BOOL, image_verify_every_use, "false", 0, 0,
       "Read a cached image back whole on every use, not only on its first use after start."),
     K("images", "gc_interval_s", YUN_CFG_U32, image_gc_interval_s, "60", 1, 86400,

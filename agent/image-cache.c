@@ -16,6 +16,13 @@
  *   QUEUED --(a fetch slot)--> SHOW --(digest already on disk)--> VERIFY
  *                                '--> READ (chunks, RETRY) --> done
  *
+ * READ keeps 'read_ahead' reads outstanding, so that the fetcher can have
+ * several chunks on the wire; the fetcher completes them in the order they
+ * were made, so the bytes still arrive in offset order and go through the
+ * hash and the inspector as one stream. A failed or short chunk drops the
+ * reads behind it (they ask for the wrong offsets) and starts again from
+ * the bytes taken in.
+ *
  * A download streams into ".tmp-<image>-<random>" through the sha512 and
  * the format inspector, then is fsynced and renamed to its digest; the
  * record is committed after the rename, so a crash in between leaves an
@@ -124,7 +131,10 @@ struct job {
     struct yun_imgfmt_inspector *insp;
     int fd;
     char *tmp;                    /* READ: the temp file, unlinked on failure */
-    uint64_t offset;
+    uint64_t offset;              /* bytes taken in so far */
+    uint64_t next_offset;         /* READ: where the next read asks from */
+    unsigned reads;               /* READ: reads outstanding, from 'offset' on */
+    uint32_t chunk;               /* READ: bytes per read (a short reply lowers it) */
     uint8_t *buf;                 /* VERIFY: read buffer */
     unsigned retries;
 };
@@ -138,6 +148,7 @@ struct agent_image_cache {
     uint64_t max_size;
     uint64_t max_virtual_size;
     uint32_t chunk_size;
+    unsigned read_ahead;          /* reads outstanding per download */
     bool verify_every_use;
     bool freeing;
 
@@ -915,7 +926,17 @@ verify_begin(struct job *job, struct cache_file *f)
         job_fail(job, r, "Image '%s' cannot be verified: %s", job->image_id, yun_strerror(r));
 }
 
-static void read_next(struct job *job);
+static void read_fill(struct job *job);
+
+/* Drops the reads outstanding: the next ones ask from 'offset' on. */
+static void
+read_restart(struct job *job)
+{
+    struct agent_image_cache *c = job->c;
+    c->fetcher->ops->cancel(c->fetcher, job);
+    job->reads = 0;
+    job->next_offset = job->offset;
+}
 
 static void
 read_done(int r, const char *message, const struct agent_image_chunk *chunk, void *data)
@@ -924,7 +945,9 @@ read_done(int r, const char *message, const struct agent_image_chunk *chunk, voi
     struct agent_image_cache *c = job->c;
     const struct agent_image_info *info = &job->info;
 
+    job->reads--;
     if (r < 0 && transient_error(r) && job->retries < FETCH_RETRIES) {
+        read_restart(job);
         job->retries++;
         log_info("image chunk failed, retrying image=%s offset=%" PRIu64 " retry=%u "
                  "reason=\"%s\"", job->image_id, job->offset, job->retries, message);
@@ -942,8 +965,9 @@ read_done(int r, const char *message, const struct agent_image_chunk *chunk, voi
         return;
     }
 
+    /* Every read outstanding asked for 'chunk' bytes or the rest. */
     uint64_t left = info->size - job->offset;
-    uint64_t asked = left < c->chunk_size ? left : c->chunk_size;
+    uint64_t asked = left < job->chunk ? left : job->chunk;
     if (chunk->offset != job->offset || chunk->size > asked ||
         (chunk->size == 0 && !chunk->eof) ||
         (chunk->total_size && chunk->total_size != info->size) ||
@@ -986,7 +1010,12 @@ read_done(int r, const char *message, const struct agent_image_chunk *chunk, voi
                      " bytes.", job->image_id, job->offset, info->size);
             return;
         }
-        read_next(job);
+        if (chunk->size < asked) {
+            /* The scheduler's limit is below ours: go on at its size. */
+            job->chunk = (uint32_t)chunk->size;
+            read_restart(job);
+        }
+        read_fill(job);
         return;
     }
 
@@ -1040,16 +1069,26 @@ read_done(int r, const char *message, const struct agent_image_chunk *chunk, voi
     job_succeed(job, f, res.virtual_size, true);
 }
 
+/* Asks for the next chunks until 'read_ahead' reads are outstanding or
+ * the image is asked for whole. */
 static void
-read_next(struct job *job)
+read_fill(struct job *job)
 {
     struct agent_image_cache *c = job->c;
-    uint64_t left = job->info.size - job->offset;
-    uint32_t len = left < c->chunk_size ? (uint32_t)left : c->chunk_size;
     job->phase = JOB_READ;
-    int r = c->fetcher->ops->read(c->fetcher, job->image_id, job->offset, len, read_done, job);
-    if (r < 0)
-        job_fail(job, r, "Image '%s' cannot be fetched: %s", job->image_id, yun_strerror(r));
+    while (job->reads < c->read_ahead && job->next_offset < job->info.size) {
+        uint64_t left = job->info.size - job->next_offset;
+        uint32_t len = left < job->chunk ? (uint32_t)left : job->chunk;
+        int r = c->fetcher->ops->read(c->fetcher, job->image_id, job->next_offset, len,
+                                      read_done, job);
+        if (r < 0) {
+            job_fail(job, r, "Image '%s' cannot be fetched: %s", job->image_id,
+                     yun_strerror(r));
+            return;
+        }
+        job->next_offset += len;
+        job->reads++;
+    }
 }
 
 static void
@@ -1111,7 +1150,10 @@ show_done(int r, const char *message, const struct agent_image_info *info, void 
     log_info("image fetch started image=%s sha512=%.16s size=%" PRIu64 " format=%s%s",
              job->image_id, info->sha512, info->size, info->disk_format,
              job->refetch ? " refetch=yes" : "");
-    read_next(job);
+    job->next_offset = 0;
+    job->reads = 0;
+    job->chunk = c->chunk_size;
+    read_fill(job);
 }
 
 static void
@@ -1187,7 +1229,7 @@ job_on_timer(struct yun_loop *loop, int id, void *data)
         }
         break;
     case JOB_RETRY:
-        read_next(job);
+        read_fill(job);
         break;
     case JOB_QUEUED:
     case JOB_SHOW:
@@ -1599,7 +1641,8 @@ int
 agent_image_cache_new(const struct agent_image_cache_options *o, struct agent_image_cache **ret)
 {
     _cleanup_(agent_image_cache_freep) struct agent_image_cache *c = NULL;
-    if (!o || !o->loop || !o->store || !o->fetcher || !o->dir || !*o->dir) {
+    if (!o || !o->loop || !o->store || !o->fetcher || !o->dir || !*o->dir ||
+        o->read_ahead > AGENT_IMAGE_FETCH_WINDOW_MAX) {
         if (o && o->fetcher)
             o->fetcher->ops->free(o->fetcher);
         return -EINVAL;
@@ -1616,6 +1659,7 @@ agent_image_cache_new(const struct agent_image_cache_options *o, struct agent_im
     c->max_size = o->max_size;
     c->max_virtual_size = o->max_virtual_size;
     c->chunk_size = o->chunk_size ? o->chunk_size : AGENT_IMAGE_CHUNK_DEFAULT;
+    c->read_ahead = o->read_ahead ? o->read_ahead : 1;
     c->verify_every_use = o->verify_every_use;
     c->dir = strdup(o->dir);
     if (!c->dir)
@@ -1673,7 +1717,7 @@ agent_images_start(struct agent *a)
         .timeout_ms = (int)a->cfg.request_timeout_ms,
     };
     struct agent_image_fetcher *f = NULL;
-    int r = agent_image_fetcher_bus_new(a->loop, &bo, 1, &f);
+    int r = agent_image_fetcher_bus_new(a->loop, &bo, a->cfg.image_fetch_window, &f);
     if (r < 0)
         return log_err_errno(r, "cannot connect the image fetcher to the scheduler url=%s",
                              bo.url);
@@ -1685,6 +1729,7 @@ agent_images_start(struct agent *a)
         .max_size = a->cfg.image_cache_max_size_mb * 1024 * 1024,
         .max_virtual_size = (uint64_t)a->cfg.image_max_virtual_size_gb << 30,
         .chunk_size = (uint32_t)chunk,
+        .read_ahead = a->cfg.image_fetch_window,
         .verify_every_use = a->cfg.image_verify_every_use,
     };
     r = agent_image_cache_new(&o, &a->images);

@@ -139,6 +139,8 @@ struct agent_image_cache_options {
     uint64_t max_size;                  /* bytes of unused images kept; 0 = keep none */
     uint64_t max_virtual_size;          /* inspector's limit in bytes; 0 = none */
     uint32_t chunk_size;                /* bytes per read; 0 = AGENT_IMAGE_CHUNK_DEFAULT */
+    unsigned read_ahead;                /* reads outstanding per download; 0 = 1,
+                                         * at most AGENT_IMAGE_FETCH_WINDOW_MAX */
     bool verify_every_use;              /* read the whole file again on every acquire */
 };
 
