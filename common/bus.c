@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0
  * bus.c: sealed request/reply over nanomsg (see bus.h). */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -470,11 +471,15 @@ yun_bus_client_new(const struct yun_bus_client_options *opts, struct yun_bus_cli
     }
     if (r == 0) {
         int max = (int)(2 * c->max_body + YUN_ENVELOPE_OVERHEAD);
-        /* REQ re-sends a request whose reply is late; with the interval at
-         * our own timeout a call is sent once unless the connection drops
-         * and comes back (then nanomsg re-sends at once, and the server
-         * answers from its reply cache). */
-        int resend = c->timeout_ms;
+        /* REQ re-sends a request whose reply is late. It must not: a
+         * re-send at our timeout never helped the caller, who gives up
+         * then, and the server answers it too, so the late reply and the
+         * cached one both reach a socket that nobody reads; nanomsg 1.1.5
+         * keeps the second over the first, leaking it (an image chunk is
+         * a megabyte). So a request is sent once, and again only when the
+         * connection drops and comes back (nanomsg re-sends at once, the
+         * server answers from its reply cache). */
+        int resend = INT_MAX;
         int linger = 0;
         if (nn_setsockopt(c->sock, NN_SOL_SOCKET, NN_RCVMAXSIZE, &max, sizeof max) < 0 ||
             nn_setsockopt(c->sock, NN_REQ, NN_REQ_RESEND_IVL, &resend, sizeof resend) < 0 ||
@@ -590,6 +595,13 @@ yun_bus_client_open_reply(struct yun_bus_client *c, const char *request_id, cons
 static int
 client_send_bytes(struct yun_bus_client *c, const void *msg, size_t size, int64_t deadline)
 {
+    /* A reply that came after its caller gave up waits in the socket, and
+     * nanomsg 1.1.5 would write the next reply over it and leak it: drop
+     * it first. (Once the new request is out, replies to the old one are
+     * dropped by nanomsg itself.) */
+    void *stale = NULL;
+    if (nn_recv(c->sock, &stale, NN_MSG, NN_DONTWAIT) >= 0)
+        nn_freemsg(stale);
     int flags = 0;
     if (deadline < 0) {
         flags = NN_DONTWAIT;
