@@ -4,10 +4,12 @@
  * Reply.payload): protobuf-c's unpack copies every bytes field, and these
  * are read in place instead. The rules are protobuf-c's: the last
  * occurrence of a field wins, unknown fields are skipped, a known field
- * with another wire type, a group, a field number 0 or anything cut short
- * fails the message. Pure code; used by envelope.c and rpc.c. */
+ * with another wire type, a group, a field number 0, a length spelt in
+ * more than 5 bytes or anything cut short fails the message. Pure code;
+ * used by envelope.c and rpc.c. */
 #pragma once
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -75,8 +77,12 @@ pbwire_next(const uint8_t **p, const uint8_t *end, struct pbwire_field *f)
         return 1;
     }
     case PBWIRE_LEN: {
+        /* A length as protobuf-c reads one: at most 5 bytes, at most
+         * INT_MAX. */
         uint64_t n;
-        if (!pbwire_varint(p, end, &n) || n > (uint64_t)(end - *p))
+        const uint8_t *len_start = *p;
+        if (!pbwire_varint(p, end, &n) || *p - len_start > 5 || n > INT_MAX ||
+            n > (uint64_t)(end - *p))
             return -1;
         f->data = *p;
         f->size = (size_t)n;
