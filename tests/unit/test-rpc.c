@@ -136,6 +136,30 @@ test_scan_long_length(void **state)
     assert_false(reply_decodes(reply_six, sizeof reply_six));
 }
 
+/* pbwire refuses two keys that protobuf-c skips as unknown fields, on
+ * purpose (pbwire.h): a field number 0 spelt in two bytes, and one of
+ * 2^29. tests/fuzz/fuzz-rpc.c tolerates exactly these. */
+static void
+test_scan_stricter_keys(void **state)
+{
+    static const uint8_t keys[][8] = {
+        { 0x80, 0x00, 0x05, (1 << 3) | 0, 1 },
+        { 0x80, 0x80, 0x80, 0x80, 0x10, 0x05, (1 << 3) | 0, 1 },
+    };
+    static const size_t sizes[] = { 5, 8 };
+    for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+        Yun__Request *u = yun__request__unpack(NULL, sizes[i], keys[i]);
+        assert_non_null(u);
+        assert_int_equal(u->base.n_unknown_fields, 1);
+        yun__request__free_unpacked(u, NULL);
+        Yun__Request q;
+        assert_int_equal(yun_rpc_scan_request(keys[i], sizes[i], &q), YUN_E_DECODE);
+        const uint8_t *payload;
+        size_t payload_size;
+        assert_int_equal(yun_rpc_scan_reply(keys[i], sizes[i], &payload, &payload_size), -1);
+    }
+}
+
 /* Reply.error is a sint32: zigzag, read from the low 32 bits of its
  * varint, so that only those decide between a success and an error. */
 static void
@@ -164,6 +188,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scan_request),
         cmocka_unit_test(test_scan_long_length),
+        cmocka_unit_test(test_scan_stricter_keys),
         cmocka_unit_test(test_scan_reply_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
