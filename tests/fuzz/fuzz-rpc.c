@@ -9,6 +9,8 @@
  *
  *   Request   both refuse, or both accept with the same op, deadline_ms
  *             and payload (which the scan leaves in place, in the input);
+ *             and yun_rpc_pack_request packs what protobuf-c read (when
+ *             its payload is a PingRequest) into protobuf-c's bytes;
  *   Reply     both refuse, or the scan says "error" exactly when
  *             protobuf-c's error is not 0, and on a success finds the
  *             same payload in place; yun_rpc_unpack_reply (with a
@@ -148,6 +150,42 @@ check_refusal(const uint8_t *buf, size_t size, const char *what)
 
 /* ---- Request ---- */
 
+/* The other way: yun_rpc_pack_request, which lays a Request out by hand,
+ * must give protobuf-c's bytes for what protobuf-c read, when the payload
+ * is a message (a PingRequest) that packs back to itself. */
+static void
+check_repack(const Yun__Request *u)
+{
+    Yun__PingRequest *ping = yun__ping_request__unpack(NULL, u->payload.len, u->payload.data);
+    if (!ping)
+        return;
+    size_t ping_size = yun__ping_request__get_packed_size(ping);
+    uint8_t *ping_buf = malloc(ping_size + 1);
+    if (!ping_buf)
+        abort();
+    yun__ping_request__pack(ping, ping_buf);
+    Yun__Request want = YUN__REQUEST__INIT;
+    want.op = u->op;
+    want.payload.data = ping_buf;
+    want.payload.len = ping_size;
+    want.deadline_ms = u->deadline_ms;
+    size_t want_size = yun__request__get_packed_size(&want);
+    uint8_t *want_buf = malloc(want_size + 1);
+    if (!want_buf)
+        abort();
+    yun__request__pack(&want, want_buf);
+
+    uint8_t *got = NULL;
+    size_t got_size = 0;
+    check(yun_rpc_pack_request(u->op, &ping->base, u->deadline_ms, &got, &got_size) == 0,
+          "yun_rpc_pack_request packs");
+    check(same_bytes(got, got_size, want_buf, want_size), "yun_rpc_pack_request's bytes");
+    free(got);
+    free(want_buf);
+    free(ping_buf);
+    yun__ping_request__free_unpacked(ping, NULL);
+}
+
 static void
 fuzz_request(const uint8_t *buf, size_t size)
 {
@@ -173,6 +211,7 @@ fuzz_request(const uint8_t *buf, size_t size)
     check(same_bytes(q.payload.data, q.payload.len, u->payload.data, u->payload.len),
           "request payload");
     check(within(q.payload.data, q.payload.len, buf, size), "request payload is in place");
+    check_repack(u);
     yun__request__free_unpacked(u, NULL);
 }
 
