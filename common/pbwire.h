@@ -4,10 +4,13 @@
  * Reply.payload): protobuf-c's unpack copies every bytes field, and these
  * are read in place instead. The rules are protobuf-c's: the last
  * occurrence of a field wins, unknown fields are skipped, a known field
- * with another wire type, a group, a field number 0 or anything cut short
- * fails the message. Pure code; used by envelope.c and rpc.c. */
+ * with another wire type, a group, a field number 0, a length spelt in
+ * more than 5 bytes or anything cut short fails the message. One rule is
+ * stricter than protobuf-c's (see the keys in pbwire_next). Pure code;
+ * used by envelope.c and rpc.c. */
 #pragma once
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,8 +52,12 @@ pbwire_next(const uint8_t **p, const uint8_t *end, struct pbwire_field *f)
 {
     if (*p >= end)
         return 0;
-    /* A key as protobuf-c reads one: at most 5 bytes, a field number of
-     * 1..2^29-1. */
+    /* A key as protobuf-c reads one: at most 5 bytes. Its field number
+     * must be 1..2^29-1, which is stricter than protobuf-c on purpose:
+     * protobuf-c refuses 0 only when the key's first byte says so, and
+     * takes a 0 spelt in more bytes, or a number of 2^29 or more, as an
+     * unknown field to skip. No encoder writes either; refusing them is
+     * the safer side, and tests/fuzz/fuzz-rpc.c tolerates exactly this. */
     uint64_t key;
     const uint8_t *start = *p;
     if (!pbwire_varint(p, end, &key) || *p - start > 5 || (key >> 3) == 0 ||
@@ -75,8 +82,12 @@ pbwire_next(const uint8_t **p, const uint8_t *end, struct pbwire_field *f)
         return 1;
     }
     case PBWIRE_LEN: {
+        /* A length as protobuf-c reads one: at most 5 bytes, at most
+         * INT_MAX. */
         uint64_t n;
-        if (!pbwire_varint(p, end, &n) || n > (uint64_t)(end - *p))
+        const uint8_t *len_start = *p;
+        if (!pbwire_varint(p, end, &n) || *p - len_start > 5 || n > INT_MAX ||
+            n > (uint64_t)(end - *p))
             return -1;
         f->data = *p;
         f->size = (size_t)n;

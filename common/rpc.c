@@ -11,6 +11,7 @@
 #include "err.h"
 #include "loop.h"
 #include "pbwire.h"
+#include "rpc-priv.h"
 #include "rpc.h"
 
 static int
@@ -117,11 +118,9 @@ yun_rpc_scan_request(const uint8_t *body, size_t size, Yun__Request *ret)
     return 0;
 }
 
-/* A successful Reply's payload, in place: 1 when 'body' is one (error 0),
- * 0 when it is not (an error, or anything protobuf-c should judge), -1
- * when it does not decode. */
-static int
-scan_reply(const uint8_t *body, size_t size, const uint8_t **ret, size_t *ret_size)
+/* A successful Reply's payload, in place (see rpc-priv.h). */
+int
+yun_rpc_scan_reply(const uint8_t *body, size_t size, const uint8_t **ret, size_t *ret_size)
 {
     const uint8_t *p = body, *end = body + size;
     const uint8_t *payload = NULL;
@@ -160,7 +159,7 @@ yun_rpc_unpack_reply(const uint8_t *body, size_t size, const ProtobufCMessageDes
      * protobuf-c would copy its payload first. */
     const uint8_t *payload = NULL;
     size_t payload_size = 0;
-    int k = scan_reply(body, size, &payload, &payload_size);
+    int k = yun_rpc_scan_reply(body, size, &payload, &payload_size);
     if (k < 0)
         return YUN_E_DECODE;
     if (k > 0) {

@@ -733,6 +733,17 @@ test_wire_rules(void **state)
         if (i == 0)
             assert_null(yun__envelope__unpack(NULL, size + bad_key_sizes[i], m));
     }
+
+    /* A length spelt in 6 bytes (0, padded): one more than protobuf-c
+     * reads, so no message either. */
+    static const uint8_t long_length[] = { (9 << 3) | 2, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00 };
+    memcpy(m, buf, size);
+    memcpy(m + size, long_length, sizeof long_length);
+    struct yun_envelope_in in;
+    assert_int_equal(yun_envelope_parse(m, size + sizeof long_length, MAX_BODY, &in),
+                     YUN_E_DECODE);
+    yun_envelope_in_done(&in);
+    assert_null(yun__envelope__unpack(NULL, size + sizeof long_length, m));
 }
 
 static void
