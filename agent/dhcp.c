@@ -230,8 +230,9 @@ render_opts(const Yun__NetworkRecord *net, const struct served_subnet *sub, size
         /* Option 121: with it, clients ignore option 3, so the default
          * route is repeated here. */
         if (r >= 0)
-            r = yun_text_appendf(opts, "tag:s%zu,option:classless-static-route,169.254.169.254/32,%s",
-                         i, sub[i].dhcp_ip);
+            r = yun_text_appendf(opts,
+                                 "tag:s%zu,option:classless-static-route,169.254.169.254/32,%s",
+                                 i, sub[i].dhcp_ip);
         if (r >= 0 && has_gw)
             r = yun_text_appendf(opts, ",0.0.0.0/0,%s", s->gateway_ip);
         if (r >= 0)

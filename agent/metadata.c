@@ -234,7 +234,8 @@ route_meta_data(struct answer *a, const Yun__PortMetadata *md, const char *ip, c
     if (!*k || strcmp(k, "/") == 0) {
         _cleanup_free_ char *list = NULL;
         for (size_t i = 0; i < md->n_public_keys; i++)
-            if (yun_text_appendf(&list, "%s%zu=%s", i ? "\n" : "", i, md->public_keys[i]->name) < 0)
+            if (yun_text_appendf(&list, "%s%zu=%s", i ? "\n" : "", i,
+                                 md->public_keys[i]->name) < 0)
                 return -ENOMEM;
         return answer_text(a, "%s", list);
     }
