@@ -312,12 +312,17 @@ dhcp_render(const Yun__HostNetworkState *st, const char *host_id,
     if (r >= 0)
         r = render_opts(net, sub, n_sub, &c.opts);
 
-    /* The order is fixed: adoption compares /proc/PID/cmdline to it. */
+    /* The order is fixed: adoption compares /proc/PID/cmdline to it.
+     * --dhcp-broadcast: answers to an unconfigured client go out as
+     * broadcasts. Else dnsmasq unicasts them after writing the client's
+     * MAC into the namespace's ARP table (SIOCSARP), which replaces the
+     * permanent entry the metadata service pinned (metadata.c) with one
+     * that ARP may change again. */
     const char *fixed[] = {
         "--keep-in-foreground", "--conf-file=/dev/null", "--no-hosts", "--no-resolv",
         "--bind-interfaces", "--interface=" DHCP_NS_IFNAME, "--except-interface=lo",
         "--leasefile-ro", "--domain=" DHCP_DOMAIN, "--local=/" DHCP_DOMAIN "/",
-        "--dhcp-lease-max=4096",
+        "--dhcp-lease-max=4096", "--dhcp-broadcast",
     };
     if (r >= 0)
         r = strv_push(&c.argv, &c.argc, strdup(dnsmasq_path));

@@ -183,6 +183,12 @@ grep -q "169.254.169.254/32 10.20.0.2" "$L" || fail "no metadata route: $(cat "$
 grep -q "0.0.0.0/0 10.20.0.1" "$L" || fail "no default route in option 121: $(cat "$L")"
 pass "vm1 gets its address, router, MTU and option 121 routes"
 
+# The metadata service's pin of vm1's address to its MAC survives the
+# lease (dnsmasq must not write its own ARP entry over it).
+ip -n "$NS" neigh show 10.20.0.11 dev dhcp0 nud permanent | grep -q "fa:16:3e:00:00:11" ||
+    fail "vm1's address is not pinned to its MAC: $(ip -n "$NS" neigh show 10.20.0.11)"
+pass "vm1's address stays pinned to its MAC after its lease"
+
 # Our dnsmasq answers the ports' names.
 gx vm1 timeout 5 busybox nslookup vm1.yun.internal 10.20.0.2 >"$T/dns.out" 2>&1 || true
 grep -q "10.20.0.11" "$T/dns.out" || fail "vm1.yun.internal does not resolve: $(cat "$T/dns.out")"
