@@ -579,7 +579,10 @@ own_ahead(struct agent_network *n, const Yun__HostNetworkState *st)
         const Yun__NetworkRecord *net = st->networks[i];
         if (netplug_ifname(name, "ybr-", net->id) >= 0)
             r = own(n, name, &changed);
-        const char *up = strcmp(net->network_type, "vxlan") == 0 ? "yvx-"
+        /* A VXLAN network without an underlay address gets no link
+         * (apply_network); owning one would "remove" it at every apply. */
+        const char *up = strcmp(net->network_type, "vxlan") == 0
+                             ? (*n->a->cfg.network_tunnel_ip ? "yvx-" : NULL)
                          : strcmp(net->network_type, "vlan") == 0 ? "yvl-" : NULL;
         if (r >= 0 && up && netplug_ifname(name, up, net->id) >= 0)
             r = own(n, name, &changed);
