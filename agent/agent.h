@@ -55,6 +55,7 @@ struct agent_config {
     uint32_t network_vxlan_port;
     char *network_run_dir;             /* DHCP servers' files (dhcp.h) */
     char *dnsmasq_path;
+    uint32_t network_resync_interval_s; /* re-apply the last state; 0 = never */
 };
 
 extern const struct yun_cfg_key agent_config_table[];

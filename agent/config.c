@@ -80,6 +80,10 @@ const struct yun_cfg_key agent_config_table[] = {
       "traverse it."),
     K("network", "dnsmasq_path", YUN_CFG_STRING, dnsmasq_path, "/usr/sbin/dnsmasq", 0, 0,
       "The dnsmasq binary run as each network's DHCP server."),
+    K("network", "resync_interval_s", YUN_CFG_U32, network_resync_interval_s, "60", 0, 86400,
+      "Every this many seconds the agent applies its last network state again, making anew "
+      "what was removed behind its back (links, firewall rules, neighbour pins, dnsmasq); 0: "
+      "only when a state comes and at start."),
 };
 
 const size_t agent_config_table_size = sizeof agent_config_table / sizeof agent_config_table[0];

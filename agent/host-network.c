@@ -19,6 +19,7 @@
 #include "err.h"
 #include "firewall.h"
 #include "log.h"
+#include "loop.h"
 #include "metadata.h"
 #include "netplug.h"
 #include "host-network.h"
@@ -53,6 +54,7 @@ struct agent_network {
     size_t n_groups;
     char (*owned)[16];          /* the links of the last applied state */
     size_t n_owned;
+    int resync_timer;           /* re-applies the stored state; -1: none */
 };
 
 struct apply {
@@ -744,10 +746,11 @@ agent_network_ports_ready(struct agent_network *n, Yun__PortRecord *const *ports
     return 0;
 }
 
-/* At start: the last state applied, again (links, rules and dnsmasq may
- * have gone, or been left, while the agent was away). */
+/* The last state applied, again: at start (links, rules and dnsmasq may
+ * have gone, or been left, while the agent was away) and every
+ * [network] resync_interval_s (anything removed behind our back). */
 static int
-reapply_stored(struct agent_network *n)
+reapply_stored(struct agent_network *n, bool at_start)
 {
     _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
     int r = yun_txn_begin(n->a->store, false, &txn);
@@ -763,10 +766,26 @@ reapply_stored(struct agent_network *n)
         return r;
     Yun__HostNetworkState *st = (Yun__HostNetworkState *)m;
     r = apply(n, st, false, NULL);
-    log_notice("network state reapplied at start generation=%llu ports=%zu",
-               (unsigned long long)st->generation, st->n_ports);
+    if (at_start)
+        log_notice("network state reapplied at start generation=%llu ports=%zu",
+                   (unsigned long long)st->generation, st->n_ports);
+    else
+        log_debug("network state reapplied generation=%llu ports=%zu",
+                  (unsigned long long)st->generation, st->n_ports);
     protobuf_c_message_free_unpacked(m, NULL);
     return r;
+}
+
+static int64_t
+on_resync(struct yun_loop *loop, int id, void *data)
+{
+    (void)loop;
+    (void)id;
+    struct agent_network *n = data;
+    int r = reapply_stored(n, false);
+    if (r < 0 && r != YUN_E_NETWORK)
+        log_warn_errno(r, "cannot reapply the stored network state");
+    return (int64_t)n->a->cfg.network_resync_interval_s * 1000;
 }
 
 int
@@ -781,6 +800,7 @@ agent_network_start(struct agent *a, struct agent_network **ret)
     if (!n)
         return -ENOMEM;
     n->a = a;
+    n->resync_timer = -1;
     int r = netplug_new(&n->np);
     if (r < 0) {
         log_err_errno(r, "cannot open netlink");
@@ -804,9 +824,18 @@ agent_network_start(struct agent *a, struct agent_network **ret)
     r = links_load(n);
     if (r < 0)
         log_warn_errno(r, "cannot read the links this agent made");
-    r = reapply_stored(n);
+    r = reapply_stored(n, true);
     if (r < 0 && r != YUN_E_NETWORK)
         log_warn_errno(r, "cannot reapply the stored network state");
+    if (a->cfg.network_resync_interval_s) {
+        r = yun_loop_add_timer(a->loop, (int64_t)a->cfg.network_resync_interval_s * 1000,
+                               on_resync, n, NULL);
+        if (r < 0) {
+            log_err_errno(r, "cannot start the network re-sync timer");
+            goto fail;
+        }
+        n->resync_timer = r;
+    }
     *ret = n;
     return 0;
 fail:
@@ -823,6 +852,8 @@ agent_network_stop(struct agent_network *n)
      * while the agent is away; the next start takes them over. The
      * metadata listeners are this process's: they go now, and come
      * back with the next start (docs/network-sync.md). */
+    if (n->resync_timer >= 0)
+        yun_loop_remove_timer(n->a->loop, n->resync_timer);
     metadata_free(n->md);
     dhcp_set_free(n->dhcp);
     netplug_fw_free(n->fw);

@@ -108,6 +108,7 @@ start_host() { # NAME
         -s libvirt.uri=test:///default -s "libvirt.storage_pool=yun-$h" \
         -s "agent.listen_url=ipc://$T/agent-$h.cmd" \
         -s network.enabled=true -s "network.tunnel_ip=${TUN[$h]}" \
+        -s network.resync_interval_s=2 \
         -s "network.run_dir=$T/run-$h" 2>>"$T/agent-$h.err" &
     AGENT[$h]=$!
     PIDS+=("$!")
@@ -450,6 +451,14 @@ alice security group rule delete "$RULE" >/dev/null
 wait_for 5 sh -c "! ip netns exec g-vm1 busybox ping -c 1 -W 1 ${IP[vm4]}" ||
     fail "the icmp rule's deletion does not close vm4"
 pass "tables removed behind the agent's back are made again, for every port"
+
+# ---- ... and without a state coming: the periodic re-sync ----
+ip netns exec hostb nft delete table bridge yun
+ip netns exec hostb nft delete table inet yun
+wait_for 8 ip netns exec hostb nft list chain bridge yun "s-$(tapof vm2)" ||
+    fail "vm2's rules are not made again by the re-sync"
+pingok vm1 "${IP[vm2]}" 8 || fail "vm1 does not reach vm2 after the re-sync"
+pass "the agent's re-sync makes removed tables again with no new state"
 
 # ---- an agent killed and back ----
 kill -KILL "${AGENT[hostb]}"
