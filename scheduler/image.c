@@ -896,42 +896,25 @@ session_check_quota(struct sched *s, struct image_session *se, struct sched_call
                         s->cfg.image_project_size_total_mb);
 }
 
-/* The first chunk: checks the image, opens a session and moves the record
- * from queued to saving. */
+/* Opens the upload session of queued image 'img' for a first chunk that
+ * needs 'need' bytes, and moves the record from queued to saving. A user's
+ * upload and a server snapshot's ('snapshot') both start here. Free space
+ * and the project's quota are checked before anything is written or
+ * changed: a refusal leaves the image queued and no bytes behind. */
 static int
-upload_start(struct sched_call *call, const Yun__ImageUploadRequest *q,
-             struct image_session **ret)
+session_open(struct sched_call *call, const Yun__ImageRecord *img, uint64_t need,
+             bool snapshot, struct image_session **ret)
 {
     struct sched *s = call->s;
     struct sched_images *im = s->images;
-    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
-    _cleanup_(image_freep) Yun__ImageRecord *img = NULL;
-    int r = yun_txn_begin(s->store, false, &txn);
-    if (r < 0)
-        return r;
-    r = image_lookup(call, txn, q->image, &img);
-    if (r < 0)
-        return r;
-    yun_txn_abortp(&txn);
-    if (!can_modify(call, img))
-        return error_not_owner(call, img, "upload to");
-    if (strcmp(img->status, ST_QUEUED) != 0)
-        return sched_call_error(call, YUN_E_CONFLICT,
-                                "Image '%s' is %s; only a queued image accepts an upload.",
-                                img->id, img->status);
-    if (q->offset != 0)
-        return error_offset(call, img->id, q->offset, 0);
+    const char *what = snapshot ? "snapshot upload" : "upload";
     if (im->n_sessions >= s->cfg.image_max_uploads)
         return sched_call_error(call, -EBUSY,
                                 "%zu uploads are in progress, the most allowed; try again "
                                 "later.", im->n_sessions);
-    /* Before anything is written or changed: a refusal leaves the image
-     * queued and no bytes behind. The whole image when its size is
-     * known, else this chunk; each later chunk is checked as it comes. */
     char why[256];
-    uint64_t need = q->expected_size > q->data.len ? q->expected_size : q->data.len;
     uint64_t quota_left;
-    r = check_space(s, img->id, need, why, sizeof why);
+    int r = check_space(s, img->id, need, why, sizeof why);
     if (r >= 0)
         r = check_quota(s, img, need, &quota_left, why, sizeof why);
     if (r < 0)
@@ -956,10 +939,12 @@ upload_start(struct sched_call *call, const Yun__ImageUploadRequest *q,
         r = im->store->ops->writer_new(im->store, se->id, &se->writer);
     if (r < 0) {
         session_free(im, se);
-        return log_req(YUN_LOG_ERR, call->req, r, "cannot start the upload image=%s", img->id);
+        return log_req(YUN_LOG_ERR, call->req, r, "cannot start the %s image=%s", what,
+                       img->id);
     }
 
     /* Re-read under the write lock: another request may have started it. */
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
     _cleanup_(image_freep) Yun__ImageRecord *cur = NULL;
     r = yun_txn_begin(s->store, true, &txn);
     if (r >= 0)
@@ -975,7 +960,8 @@ upload_start(struct sched_call *call, const Yun__ImageUploadRequest *q,
         r = put_image(txn, &view);
     }
     if (r >= 0)
-        r = commit_audited(call, &txn, "image.upload", se->id, "The upload started.");
+        r = commit_audited(call, &txn, "image.upload", se->id,
+                           snapshot ? "The snapshot upload started." : "The upload started.");
     if (r < 0) {
         session_free(im, se);
         return r;
@@ -983,9 +969,39 @@ upload_start(struct sched_call *call, const Yun__ImageUploadRequest *q,
     se->next = im->sessions;
     im->sessions = se;
     im->n_sessions++;
-    log_req(YUN_LOG_INFO, call->req, 0, "image upload started image=%s", se->id);
+    log_req(YUN_LOG_INFO, call->req, 0, "image %s started image=%s", what, se->id);
     *ret = se;
     return 0;
+}
+
+/* The first chunk of a user's upload: checks the image and the caller,
+ * then opens the session for the whole image when its size is known,
+ * else for this chunk (each later chunk is checked as it comes). */
+static int
+upload_start(struct sched_call *call, const Yun__ImageUploadRequest *q,
+             struct image_session **ret)
+{
+    struct sched *s = call->s;
+    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
+    _cleanup_(image_freep) Yun__ImageRecord *img = NULL;
+    int r = yun_txn_begin(s->store, false, &txn);
+    if (r < 0)
+        return r;
+    r = image_lookup(call, txn, q->image, &img);
+    if (r < 0)
+        return r;
+    yun_txn_abortp(&txn);
+    if (!can_modify(call, img))
+        return error_not_owner(call, img, "upload to");
+    if (strcmp(img->status, ST_QUEUED) != 0)
+        return sched_call_error(call, YUN_E_CONFLICT,
+                                "Image '%s' is %s; only a queued image accepts an upload.",
+                                img->id, img->status);
+    if (q->offset != 0)
+        return error_offset(call, img->id, q->offset, 0);
+    return session_open(call, img, q->expected_size > q->data.len ? q->expected_size
+                                                                   : q->data.len,
+                        false, ret);
 }
 
 /* Remembers the expected size and digests a chunk names; a value may be
@@ -1103,6 +1119,76 @@ upload_finish(struct sched_call *call, struct image_session *se)
     return reply_received(call, received, &view);
 }
 
+/* Takes 'len' bytes at the session's end, from a user's upload or a
+ * server snapshot: the size limits, free space and the project's quota
+ * first (each kills the upload), then the bytes are hashed, stored and
+ * inspected; the last chunk judges and finishes the upload. */
+static int
+session_take(struct sched_call *call, struct image_session *se, const void *data, size_t len,
+             bool last)
+{
+    struct sched *s = call->s;
+    struct sched_images *im = s->images;
+    if (se->expected_size && se->received + len > se->expected_size)
+        return session_kill(s, se, call, YUN_E_CHECKSUM,
+                            "Size mismatch: image '%s' is longer than the expected %llu bytes.",
+                            se->id, (unsigned long long)se->expected_size);
+    if (se->received + len > max_image_bytes(s))
+        return session_kill(s, se, call, YUN_E_BADIMAGE,
+                            "Image '%s' was refused (%s): it is larger than the limit of %u "
+                            "GiB.", se->id, yun_imgfmt_reject_to_string(
+                                                YUN_IMGFMT_REJECT_TOO_LARGE),
+                            s->cfg.image_max_virtual_size_gb);
+    if (len) {
+        /* Stopped here, a full disk kills the upload with the reserve
+         * still free, and its bytes go at once rather than at the idle
+         * timeout. A statvfs costs a microsecond per chunk. */
+        char why[256];
+        int r = check_space(s, se->id, len, why, sizeof why);
+        if (r < 0)
+            return session_kill(s, se, call, r, "%s", why);
+        r = session_check_quota(s, se, call, len);
+        if (r < 0)
+            return r;
+        /* Hashing is the slowest step: the helpers hash this chunk, from
+         * a copy, until the next chunk comes, while this thread stores and
+         * inspects it, answers, and opens and decodes the next request.
+         * The previous chunk's hash must end first (one chunk at a time).
+         * A hash failure (never seen in practice) is found then, or by
+         * the last chunk, before anything is judged or made active. */
+        r = yun_digest_update_wait(se->digest);
+        if (r >= 0 && se->hash_buf_size < len) {
+            free(se->hash_buf);
+            se->hash_buf = malloc(len);
+            se->hash_buf_size = se->hash_buf ? len : 0;
+            if (!se->hash_buf)
+                r = -ENOMEM;
+        }
+        if (r >= 0) {
+            memcpy(se->hash_buf, data, len);
+            r = yun_digest_update_start(se->digest, se->hash_buf, len);
+        }
+        int w = r < 0 ? 0 : im->store->ops->write(se->writer, se->received, data, len);
+        int f = r < 0 || w < 0 ? 0 : yun_imgfmt_feed(se->insp, data, len);
+        if (r < 0)
+            return session_kill(s, se, call, r, "Cannot hash the bytes of image '%s'.", se->id);
+        if (w < 0)
+            return session_kill(s, se, call, w, "Cannot store the bytes of image '%s': %s.",
+                                se->id, yun_strerror(w));
+        if (f < 0)
+            return session_kill(s, se, call, f, "Cannot inspect the format of image '%s'.",
+                                se->id);
+        se->received += len;
+    }
+    se->last_ms = yun_now_ms();
+    if (last)
+        return upload_finish(call, se);
+    /* Chunks between the first and the last change no record: only the
+     * start and the end of an upload are audited. */
+    call->audited = true;
+    return reply_received(call, se->received, NULL);
+}
+
 static int
 image_upload(struct sched_call *call, const Yun__ImageUploadRequest *q)
 {
@@ -1152,65 +1238,7 @@ image_upload(struct sched_call *call, const Yun__ImageUploadRequest *q)
     int r = session_expect(call, se, q);
     if (r < 0)
         return r;
-    size_t len = q->data.len;
-    if (se->expected_size && se->received + len > se->expected_size)
-        return session_kill(s, se, call, YUN_E_CHECKSUM,
-                            "Size mismatch: image '%s' is longer than the expected %llu bytes.",
-                            se->id, (unsigned long long)se->expected_size);
-    if (se->received + len > max_image_bytes(s))
-        return session_kill(s, se, call, YUN_E_BADIMAGE,
-                            "Image '%s' was refused (%s): it is larger than the limit of %u "
-                            "GiB.", se->id, yun_imgfmt_reject_to_string(
-                                                YUN_IMGFMT_REJECT_TOO_LARGE),
-                            s->cfg.image_max_virtual_size_gb);
-    if (len) {
-        /* Stopped here, a full disk kills the upload with the reserve
-         * still free, and its bytes go at once rather than at the idle
-         * timeout. A statvfs costs a microsecond per chunk. */
-        char why[256];
-        r = check_space(s, se->id, len, why, sizeof why);
-        if (r < 0)
-            return session_kill(s, se, call, r, "%s", why);
-        r = session_check_quota(s, se, call, len);
-        if (r < 0)
-            return r;
-        /* Hashing is the slowest step: the helpers hash this chunk, from
-         * a copy, until the next chunk comes, while this thread stores and
-         * inspects it, answers, and opens and decodes the next request.
-         * The previous chunk's hash must end first (one chunk at a time).
-         * A hash failure (never seen in practice) is found then, or by
-         * the last chunk, before anything is judged or made active. */
-        r = yun_digest_update_wait(se->digest);
-        if (r >= 0 && se->hash_buf_size < len) {
-            free(se->hash_buf);
-            se->hash_buf = malloc(len);
-            se->hash_buf_size = se->hash_buf ? len : 0;
-            if (!se->hash_buf)
-                r = -ENOMEM;
-        }
-        if (r >= 0) {
-            memcpy(se->hash_buf, q->data.data, len);
-            r = yun_digest_update_start(se->digest, se->hash_buf, len);
-        }
-        int w = r < 0 ? 0 : im->store->ops->write(se->writer, se->received, q->data.data, len);
-        int f = r < 0 || w < 0 ? 0 : yun_imgfmt_feed(se->insp, q->data.data, len);
-        if (r < 0)
-            return session_kill(s, se, call, r, "Cannot hash the bytes of image '%s'.", se->id);
-        if (w < 0)
-            return session_kill(s, se, call, w, "Cannot store the bytes of image '%s': %s.",
-                                se->id, yun_strerror(w));
-        if (f < 0)
-            return session_kill(s, se, call, f, "Cannot inspect the format of image '%s'.",
-                                se->id);
-        se->received += len;
-    }
-    se->last_ms = yun_now_ms();
-    if (q->last)
-        return upload_finish(call, se);
-    /* Chunks between the first and the last change no record: only the
-     * start and the end of an upload are audited. */
-    call->audited = true;
-    return reply_received(call, se->received, NULL);
+    return session_take(call, se, q->data.data, q->data.len, q->last);
 }
 
 /* OP_IMAGE_UPLOAD: one chunk of an upload (see the file's head). Replies
@@ -2416,68 +2444,6 @@ snapshot_prop(const Yun__ImageRecord *img, const char *key)
     return "";
 }
 
-/* Opens the upload session of snapshot 'img' (queued): queued -> saving. */
-static int
-snapshot_start(struct sched_call *call, const Yun__ImageRecord *img, uint64_t quota_left,
-               struct image_session **ret)
-{
-    struct sched *s = call->s;
-    struct sched_images *im = s->images;
-    if (im->n_sessions >= s->cfg.image_max_uploads)
-        return sched_call_error(call, -EBUSY,
-                                "%zu uploads are in progress, the most allowed; try again "
-                                "later.", im->n_sessions);
-    struct image_session *se = calloc(1, sizeof *se);
-    if (!se)
-        return -ENOMEM;
-    se->owner = strdup(img->owner);
-    se->quota_left = quota_left;
-    if (!se->owner) {
-        free(se);
-        return -ENOMEM;
-    }
-    snprintf(se->id, sizeof se->id, "%s", img->id);
-    snprintf(se->disk_format, sizeof se->disk_format, "%s", img->disk_format);
-    se->last_ms = yun_now_ms();
-    int r = yun_digest_new(YUN_DIGEST_ALL, &se->digest);
-    if (r >= 0)
-        r = yun_imgfmt_inspector_new(&se->insp);
-    if (r >= 0)
-        r = im->store->ops->writer_new(im->store, se->id, &se->writer);
-    if (r < 0) {
-        session_free(im, se);
-        return log_req(YUN_LOG_ERR, call->req, r, "cannot start the snapshot upload image=%s",
-                       img->id);
-    }
-    _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
-    _cleanup_(image_freep) Yun__ImageRecord *cur = NULL;
-    r = yun_txn_begin(s->store, true, &txn);
-    if (r >= 0)
-        r = load_image(txn, se->id, &cur);
-    if (r >= 0 && strcmp(cur->status, ST_QUEUED) != 0)
-        r = sched_call_error(call, YUN_E_CONFLICT,
-                             "Image '%s' is %s; only a queued image accepts an upload.",
-                             cur->id, cur->status);
-    if (r >= 0) {
-        Yun__ImageRecord view = *cur;
-        view.status = (char *)ST_SAVING;
-        view.updated_us = yun_wall_us();
-        r = put_image(txn, &view);
-    }
-    if (r >= 0)
-        r = commit_audited(call, &txn, "image.upload", se->id, "The snapshot upload started.");
-    if (r < 0) {
-        session_free(im, se);
-        return r;
-    }
-    se->next = im->sessions;
-    im->sessions = se;
-    im->n_sessions++;
-    log_req(YUN_LOG_INFO, call->req, 0, "snapshot upload started image=%s", se->id);
-    *ret = se;
-    return 0;
-}
-
 int
 sched_image_snapshot_chunk(struct sched_call *call, const char *instance_id,
                            const char *image_id, uint64_t offset, const void *data, size_t len,
@@ -2516,54 +2482,13 @@ sched_image_snapshot_chunk(struct sched_call *call, const char *instance_id,
                                     img->id, img->status);
         if (offset != 0)
             return error_offset(call, img->id, offset, 0);
-        /* As for an upload: refused while the image is still queued. */
-        char why[256];
-        uint64_t quota_left;
-        int r = check_space(s, img->id, len, why, sizeof why);
-        if (r >= 0)
-            r = check_quota(s, img, len, &quota_left, why, sizeof why);
-        if (r < 0)
-            return sched_call_error(call, r, "%s", why);
-        r = snapshot_start(call, img, quota_left, &se);
+        int r = session_open(call, img, len, true, &se);
         if (r < 0)
             return r;
     } else if (offset != se->received) {
         return error_offset(call, se->id, offset, se->received);
     }
-    if (se->received + len > max_image_bytes(s))
-        return session_kill(s, se, call, YUN_E_BADIMAGE,
-                            "Image '%s' was refused (%s): it is larger than the limit of %u "
-                            "GiB.", se->id, yun_imgfmt_reject_to_string(
-                                                YUN_IMGFMT_REJECT_TOO_LARGE),
-                            s->cfg.image_max_virtual_size_gb);
-    if (len) {
-        char why[256];
-        int r = check_space(s, se->id, len, why, sizeof why);
-        if (r < 0)
-            return session_kill(s, se, call, r, "%s", why);
-        r = session_check_quota(s, se, call, len);
-        if (r < 0)
-            return r;
-        r = yun_digest_update_start(se->digest, data, len);
-        int w = r < 0 ? 0 : im->store->ops->write(se->writer, se->received, data, len);
-        int f = r < 0 || w < 0 ? 0 : yun_imgfmt_feed(se->insp, data, len);
-        int h = yun_digest_update_wait(se->digest);
-        if (r < 0 || h < 0)
-            return session_kill(s, se, call, r < 0 ? r : h,
-                                "Cannot hash the bytes of image '%s'.", se->id);
-        if (w < 0)
-            return session_kill(s, se, call, w, "Cannot store the bytes of image '%s': %s.",
-                                se->id, yun_strerror(w));
-        if (f < 0)
-            return session_kill(s, se, call, f, "Cannot inspect the format of image '%s'.",
-                                se->id);
-        se->received += len;
-    }
-    se->last_ms = yun_now_ms();
-    if (last)
-        return upload_finish(call, se);
-    call->audited = true;
-    return reply_received(call, se->received, NULL);
+    return session_take(call, se, data, len, last);
 }
 
 int
