@@ -14,29 +14,6 @@
 #include "util.h"
 #include "yun.pb-c.h"
 
-static size_t
-varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static size_t
-varint_put(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 int
 yun_envelope_seal(const struct yun_key *key, const struct yun_envelope_out *out,
                   const void *body, size_t body_size, size_t max_body, uint8_t **ret,
@@ -73,17 +50,17 @@ yun_envelope_seal(const struct yun_key *key, const struct yun_envelope_out *out,
      * and so absent, as proto3 packs it. */
     size_t hsize = yun__header__get_packed_size(&h);
     size_t ssize = body_size + YUN_TAG_SIZE;
-    size_t esize = 1 + varint_size(hsize) + hsize + 1 + varint_size(ssize) + ssize;
+    size_t esize = 1 + pbwire_varint_size(hsize) + hsize + 1 + pbwire_varint_size(ssize) + ssize;
     _cleanup_free_ uint8_t *buf = malloc(esize);
     if (!buf)
         return -ENOMEM;
     uint8_t *p = buf;
     *p++ = (1 << 3) | 2;
-    p += varint_put(p, hsize);
+    p += pbwire_varint_put(p, hsize);
     const uint8_t *hbuf = p;
     p += yun__header__pack(&h, p);
     *p++ = (2 << 3) | 2;
-    p += varint_put(p, ssize);
+    p += pbwire_varint_put(p, ssize);
     r = yun_seal(key, nonce, hbuf, hsize, body, body_size, p);
     if (r < 0)
         return r;

@@ -6,8 +6,9 @@
  * occurrence of a field wins, unknown fields are skipped, a known field
  * with another wire type, a group, a field number 0, a length spelt in
  * more than 5 bytes or anything cut short fails the message. One rule is
- * stricter than protobuf-c's (see the keys in pbwire_next). Pure code;
- * used by envelope.c and rpc.c. */
+ * stricter than protobuf-c's (see the keys in pbwire_next). It also
+ * writes varints, for the replies framed in place around their data.
+ * Pure code; used by envelope.c, rpc.c and the scheduler's downloads. */
 #pragma once
 
 #include <limits.h>
@@ -97,4 +98,30 @@ pbwire_next(const uint8_t **p, const uint8_t *end, struct pbwire_field *f)
     default: /* groups and reserved types: protobuf-c refuses them too */
         return -1;
     }
+}
+
+/* Bytes the varint 'v' takes on the wire. */
+static inline size_t
+pbwire_varint_size(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* Writes the varint 'v' at 'p' (room for pbwire_varint_size(v) bytes);
+ * returns the bytes written. */
+static inline size_t
+pbwire_varint_put(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
 }

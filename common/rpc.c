@@ -28,18 +28,6 @@ pack_message(const ProtobufCMessage *m, uint8_t **ret, size_t *ret_size)
     return 0;
 }
 
-static size_t
-varint_put(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 int
 yun_rpc_pack_request(Yun__Op op, const ProtobufCMessage *req, uint64_t deadline_ms,
                      uint8_t **ret, size_t *ret_size)
@@ -55,16 +43,16 @@ yun_rpc_pack_request(Yun__Op op, const ProtobufCMessage *req, uint64_t deadline_
     uint8_t *p = buf;
     if (op != 0) {
         *p++ = (1 << 3) | 0;
-        p += varint_put(p, (uint64_t)(int64_t)(int32_t)op); /* an enum is an int32 */
+        p += pbwire_varint_put(p, (uint64_t)(int64_t)(int32_t)op); /* an enum is an int32 */
     }
     if (psize) {
         *p++ = (2 << 3) | 2;
-        p += varint_put(p, psize);
+        p += pbwire_varint_put(p, psize);
         p += protobuf_c_message_pack(req, p);
     }
     if (deadline_ms) {
         *p++ = (3 << 3) | 0;
-        p += varint_put(p, deadline_ms);
+        p += pbwire_varint_put(p, deadline_ms);
     }
     *ret = buf;
     *ret_size = (size_t)(p - buf);

@@ -47,6 +47,7 @@
 #include "image-format.h"
 #include "image-store.h"
 #include "log.h"
+#include "pbwire.h"
 #include "loop.h"
 #include "scheduler.h"
 #include "store.h"
@@ -1394,29 +1395,6 @@ sched_image_cron(struct sched *s)
 
 /* --- download -------------------------------------------------------------- */
 
-static size_t
-varint_size(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
-static size_t
-varint_put(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 static int
 image_download(struct sched_call *call, const Yun__ImageDownloadRequest *q)
 {
@@ -1471,7 +1449,7 @@ image_download(struct sched_call *call, const Yun__ImageDownloadRequest *q)
     y.os_hash_value = sha512;
     y.eof = q->offset + n == size;
     size_t rest = yun__image_download_reply__get_packed_size(&y);
-    size_t head = n ? 1 + varint_size(n) : 0;
+    size_t head = n ? 1 + pbwire_varint_size(n) : 0;
     /* With room before it for the Reply's own framing: the bus seals
      * this very buffer. */
     size_t room = sched_call_reply_headroom(head + n + rest);
@@ -1481,7 +1459,7 @@ image_download(struct sched_call *call, const Yun__ImageDownloadRequest *q)
     uint8_t *buf = alloc + room;
     if (n) {
         buf[0] = (1 << 3) | 2; /* field 1, length-delimited */
-        varint_put(buf + 1, n);
+        pbwire_varint_put(buf + 1, n);
         int r = im->store->ops->pread(im->store, id, q->offset, buf + head, n);
         if (r < 0) {
             log_req(YUN_LOG_ERR, call->req, r, "cannot read image bytes image=%s offset=%llu",
