@@ -512,20 +512,28 @@ commit_audited(struct sched_call *call, struct yun_txn **txn, const char *operat
 
 /* --- create ------------------------------------------------------------------ */
 
-struct owner_count {
+/* What one project owns: its image records (tombstones aside) and the
+ * bytes of its active and deactivated images, except image 'except'. */
+struct owner_usage {
     const char *owner;
+    const char *except;                 /* "" or the image being uploaded */
     size_t n;
+    uint64_t bytes;
 };
 
 static int
-count_owned(const void *key, size_t key_size, const void *val, size_t val_size, void *data)
+scan_owned(const void *key, size_t key_size, const void *val, size_t val_size, void *data)
 {
-    struct owner_count *c = data;
+    struct owner_usage *u = data;
     Yun__ImageRecord *img = yun__image_record__unpack(NULL, val_size, val);
     if (!img)
         return -EBADMSG;
-    if (strcmp(img->owner, c->owner) == 0 && strcmp(img->status, ST_DELETED) != 0)
-        c->n++;
+    if (strcmp(img->owner, u->owner) == 0 && strcmp(img->status, ST_DELETED) != 0) {
+        u->n++;
+        if (strcmp(img->id, u->except) != 0 &&
+            (strcmp(img->status, ST_ACTIVE) == 0 || strcmp(img->status, ST_DEACTIVATED) == 0))
+            u->bytes += img->size;
+    }
     image_free(img);
     return 0;
 }
@@ -624,8 +632,8 @@ image_create(struct sched_call *call, const Yun__ImageCreateRequest *q)
         return sched_call_error(call, YUN_E_CONFLICT, "Image id '%s' is already taken.", id);
     if (r != -ENOENT)
         return r;
-    struct owner_count count = { .owner = owner };
-    r = yun_txn_iterate(txn, IMAGES_DB, NULL, 0, count_owned, &count);
+    struct owner_usage count = { .owner = owner, .except = "" };
+    r = yun_txn_iterate(txn, IMAGES_DB, NULL, 0, scan_owned, &count);
     if (r < 0)
         return r;
     if (count.n >= s->cfg.image_max_per_project)
@@ -823,26 +831,6 @@ check_space(struct sched *s, const char *id, uint64_t need, char *why, size_t wh
     return -ENOSPC;
 }
 
-struct project_bytes {
-    const char *owner;
-    const char *except;                 /* the image being uploaded */
-    uint64_t bytes;
-};
-
-static int
-sum_owned(const void *key, size_t key_size, const void *val, size_t val_size, void *data)
-{
-    struct project_bytes *pb = data;
-    Yun__ImageRecord *img = yun__image_record__unpack(NULL, val_size, val);
-    if (!img)
-        return -EBADMSG;
-    if (strcmp(img->owner, pb->owner) == 0 && strcmp(img->id, pb->except) != 0 &&
-        (strcmp(img->status, ST_ACTIVE) == 0 || strcmp(img->status, ST_DEACTIVATED) == 0))
-        pb->bytes += img->size;
-    image_free(img);
-    return 0;
-}
-
 /* Checks that 'need' bytes of image 'img' fit in its project's
  * [images] project_size_total_mb, counting the project's active and
  * deactivated images and its other uploads in progress (at their expected
@@ -859,11 +847,11 @@ check_quota(struct sched *s, const Yun__ImageRecord *img, uint64_t need, uint64_
     if (!s->cfg.image_project_size_total_mb)
         return 0;
     uint64_t quota = (uint64_t)s->cfg.image_project_size_total_mb << 20;
-    struct project_bytes pb = { .owner = img->owner, .except = img->id };
+    struct owner_usage pb = { .owner = img->owner, .except = img->id };
     _cleanup_(yun_txn_abortp) struct yun_txn *txn = NULL;
     int r = yun_txn_begin(s->store, false, &txn);
     if (r >= 0)
-        r = yun_txn_iterate(txn, IMAGES_DB, NULL, 0, sum_owned, &pb);
+        r = yun_txn_iterate(txn, IMAGES_DB, NULL, 0, scan_owned, &pb);
     if (r < 0) {
         snprintf(why, why_size, "Cannot count the image bytes of project '%s': %s.",
                  img->owner, yun_strerror(r));
@@ -2366,8 +2354,8 @@ sched_image_snapshot_new(struct sched_call *call, struct yun_txn *txn, const cha
         if (r < 0)
             return r;
     }
-    struct owner_count count = { .owner = owner };
-    int r = yun_txn_iterate(txn, IMAGES_DB, NULL, 0, count_owned, &count);
+    struct owner_usage count = { .owner = owner, .except = "" };
+    int r = yun_txn_iterate(txn, IMAGES_DB, NULL, 0, scan_owned, &count);
     if (r < 0)
         return r;
     if (count.n >= s->cfg.image_max_per_project)
