@@ -695,6 +695,23 @@ job_domain(struct job *j, int *ret)
     return d;
 }
 
+/* Worker: the job's domain, which the work needs: NULL with the job's
+ * error (-ENOENT when there is none) set. */
+static virDomainPtr
+job_domain_needed(struct job *j)
+{
+    int r;
+    virDomainPtr d = job_domain(j, &r);
+    if (!d) {
+        if (r == 0) {
+            snprintf(j->msg, sizeof j->msg, "The domain '%s' is gone from libvirt.", j->domain);
+            r = -ENOENT;
+        }
+        j->r = r;
+    }
+    return d;
+}
+
 /* Worker: the job's outputs after the work: has_domain and power. */
 static void
 job_read_state(struct job *j)
@@ -977,16 +994,9 @@ action_run(struct job *j, virDomainPtr d)
 static void
 work_action(struct job *j)
 {
-    int r;
-    _cleanup_(virDomainFreep) virDomainPtr d = job_domain(j, &r);
-    if (!d) {
-        if (r == 0) {
-            snprintf(j->msg, sizeof j->msg, "The domain '%s' is gone from libvirt.", j->domain);
-            r = -ENOENT;
-        }
-        j->r = r;
+    _cleanup_(virDomainFreep) virDomainPtr d = job_domain_needed(j);
+    if (!d)
         return;
-    }
     j->r = action_run(j, d);
     j->has_domain = true;
     (void)domain_power(d, &j->power);
@@ -1074,16 +1084,9 @@ run_limited(char *const argv[], char *msg, size_t msg_size)
 static void
 work_snapshot(struct job *j)
 {
-    int r;
-    _cleanup_(virDomainFreep) virDomainPtr d = job_domain(j, &r);
-    if (!d) {
-        if (r == 0) {
-            snprintf(j->msg, sizeof j->msg, "The domain '%s' is gone from libvirt.", j->domain);
-            r = -ENOENT;
-        }
-        j->r = r;
+    _cleanup_(virDomainFreep) virDomainPtr d = job_domain_needed(j);
+    if (!d)
         return;
-    }
     enum agent_vm_power p = AGENT_VM_POWER_NOSTATE;
     (void)domain_power(d, &p);
     bool paused = false;
